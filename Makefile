@@ -1,0 +1,31 @@
+# Quick start: `make demo` (train if needed, embedded broker, sample inquiries, routing) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned first: an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[broker,offline-model,train,test]'
+	touch $@
+
+demo: setup
+	$(BIN)/triage demo
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The streaming triage service: Kafka in, micro-batched inference, routing, Kafka out."""

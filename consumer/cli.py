@@ -1,0 +1,192 @@
+"""The ``triage`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# (flag, Settings field, type, help) of `triage run`; every one also reads TRIAGE_<FIELD> from the environment.
+RUN_OPTIONS: list[tuple[str, str, type, str]] = [
+    ("--bootstrap-servers", "bootstrap_servers", str, "Kafka bootstrap servers H:P[,H:P] (127.0.0.1:9092)"),
+    ("--group-id", "group_id", str, "consumer group id (inquiry-triage)"),
+    ("--model-dir", "model_dir", Path, "directory holding intent/ and sentiment/ artifacts (artifacts)"),
+    ("--input-topic", "input_topic", str, "topic of inquiries (inquiries)"),
+    ("--auto-topic", "auto_topic", str, "topic for bot-answerable inquiries (inquiries.auto_response)"),
+    ("--human-topic", "human_topic", str, "topic for inquiries needing a person (inquiries.human_agent)"),
+    ("--dlq-topic", "dlq_topic", str, "dead-letter topic for bad records (inquiries.dlq)"),
+    ("--policy", "policy_file", Path, "routing policy TOML file (built-in default)"),
+    ("--batch-size", "batch_size", int, "max messages per micro-batch (64)"),
+    ("--batch-max-wait-ms", "batch_max_wait_ms", int, "max wait for a batch to fill, ms (50)"),
+    ("--max-text-chars", "max_text_chars", int, "longer inquiry texts go to the DLQ (10000)"),
+    ("--device", "device", str, "auto | cpu | cuda (auto)"),
+    ("--topic-partitions", "topic_partitions", int, "partitions of topics created at start (3)"),
+    ("--session-timeout-ms", "session_timeout_ms", int, "consumer group session timeout (45000)"),
+    ("--max-poll-interval-ms", "max_poll_interval_ms", int, "max time between polls (300000)"),
+    ("--security-protocol", "security_protocol", str, "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"),
+    ("--sasl-mechanism", "sasl_mechanism", str, "e.g. PLAIN, SCRAM-SHA-512"),
+    ("--sasl-username", "sasl_username", str, "SASL user (password: TRIAGE_SASL_PASSWORD)"),
+    ("--ssl-ca-location", "ssl_ca_location", str, "CA certificate file"),
+    ("--log-format", "log_format", str, "auto | json | console (auto: console on a TTY)"),
+    ("--log-level", "log_level", str, "debug | info | warning | error (info)"),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("train", "evaluate"):
+        from training.cli import main as training_main  # training is never imported by the service
+
+        return training_main(argv)
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "handler", None):
+        build_parser().print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error instead of a traceback for known failures
+        from consumer.errors import TriageError
+        from model.errors import ModelError
+
+        if isinstance(exc, (TriageError, ModelError)):
+            print(f"triage: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="triage",
+        description="Triage customer-service inquiries from Kafka: intent + sentiment -> auto_response | human_agent.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the streaming triage service", description=(
+        "Consume inquiries, classify them in micro-batches, publish enriched events to the routing topics and "
+        "bad records to the DLQ. Every option can also be set as TRIAGE_<OPTION> (e.g. TRIAGE_GROUP_ID)."))
+    for flag, field, kind, text in RUN_OPTIONS:
+        run.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    run.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                     help="any librdkafka property for consumer, producer and admin (repeatable)")
+    run.add_argument("--no-create-topics", dest="create_topics", action="store_false", default=None,
+                     help="do not create missing topics at start")
+    run.set_defaults(handler=_cmd_run)
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (memory only) in the foreground")
+    broker.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (9092)")
+    broker.set_defaults(handler=_cmd_broker)
+
+    classify = sub.add_parser("classify", help="print the top-3 intents, the sentiment and the route of each text")
+    classify.add_argument("texts", nargs="+", metavar="TEXT")
+    classify.add_argument("--json", action="store_true", help="one JSON object per line, shaped like `triage`")
+    classify.add_argument("--model-dir", type=Path, default=None, help="artifacts directory (artifacts)")
+    classify.add_argument("--policy", type=Path, default=None, help="routing policy TOML (built-in default)")
+    classify.set_defaults(handler=_cmd_classify)
+
+    demo = sub.add_parser("demo", help="train if needed, start the embedded broker, stream samples, show the routing")
+    demo.add_argument("--model-dir", type=Path, default=Path("artifacts"), help="artifacts directory (artifacts)")
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all routed events (180)")
+    demo.set_defaults(handler=_cmd_demo)
+
+    sub.add_parser("train", help="train the intent or sentiment model (triage train --help)", add_help=False)
+    sub.add_parser("evaluate", help="evaluate a model on a CSV (triage evaluate --help)", add_help=False)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace):
+    from consumer.settings import Settings
+
+    overrides = {field: getattr(args, field) for _, field, _, _ in RUN_OPTIONS if getattr(args, field, None) is not None}
+    if getattr(args, "create_topics", None) is not None:
+        overrides["create_topics"] = args.create_topics
+    if getattr(args, "kafka_property", None):
+        env = Settings().kafka_properties
+        overrides["kafka_properties"] = {**env, **_parse_properties(args.kafka_property)}
+    return Settings(**overrides)
+
+
+def _parse_properties(items: Sequence[str]) -> dict[str, str]:
+    properties = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"triage: error: --kafka-property expects KEY=VALUE, got {item!r}")
+        properties[key.strip()] = value
+    return properties
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from consumer.app import run_service
+    from consumer.logs import configure_logging
+
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"triage: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    return run_service(settings)
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    import signal
+
+    from consumer.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port)
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    with broker:
+        print(f"embedded broker (memory only) listening on {broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
+        try:
+            return broker.wait()
+        except KeyboardInterrupt:
+            return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    import orjson
+
+    from consumer.logs import configure_logging
+    from consumer.routing import RoutingPolicy
+    from model import TriageModel
+
+    configure_logging("auto", "warning", sys.stderr)
+    model_dir = args.model_dir or Path(os.environ.get("TRIAGE_MODEL_DIR", "artifacts"))
+    model = TriageModel.load(model_dir)
+    policy = RoutingPolicy.from_file(args.policy or os.environ.get("TRIAGE_POLICY_FILE"))
+    for text, prediction in zip(args.texts, model.predict(args.texts)):
+        route, reasons = policy.decide(prediction)
+        if args.json:
+            record = {
+                "text": text,
+                "intent": prediction.intent.model_dump(mode="json"),
+                "sentiment": prediction.sentiment.model_dump(mode="json"),
+                "route": route,
+                "reasons": reasons,
+                "model": model.versions.model_dump(mode="json"),
+            }
+            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+        else:
+            top = ", ".join(f"{s.label} {s.score:.2f}" for s in prediction.intent.top_k)
+            print(text)
+            print(f"  intent:    {top}")
+            print(f"  sentiment: {prediction.sentiment.label} {prediction.sentiment.score:.2f}")
+            print(f"  route:     {route} ({', '.join(reasons)})")
+    sys.stdout.flush()
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from consumer.demo import run_demo
+
+    return run_demo(args.model_dir, timeout_s=args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""`triage demo`: the whole product on embedded defaults, in one command."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer
+from rich.console import Console
+from rich.table import Table
+
+from consumer.app import prepare_topics, run_service
+from consumer.broker import EmbeddedBroker
+from consumer.logs import configure_logging
+from consumer.settings import Settings
+from model.artifacts import is_artifact
+from schemas.deadletter import DeadLetterHeaders
+
+
+def sample_records() -> list[bytes]:
+    text = resources.files("consumer").joinpath("samples.jsonl").read_bytes()
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def ensure_models(model_dir: Path, console: Console) -> None:
+    """Train the default models into ``model_dir`` when they are missing."""
+    for task in ("intent", "sentiment"):
+        target = model_dir / task
+        if is_artifact(target):
+            continue
+        console.rule(f"[bold]No {task} model in {target}: training one with the defaults")
+        from training.cli import main as training_main  # the demo trains; the service never does
+
+        code = training_main(["train", task, "--output", str(target)])
+        if code != 0:
+            raise SystemExit(f"training the {task} model failed (exit {code})")
+
+
+def run_demo(model_dir: Path, timeout_s: float = 180.0) -> int:
+    console = Console(stderr=False)
+    configure_logging("console", "warning", sys.stderr)
+    ensure_models(model_dir, console)
+    records = sample_records()
+    with EmbeddedBroker() as broker:
+        console.rule(f"[bold]Embedded broker on {broker.bootstrap_servers}")
+        settings = Settings(
+            bootstrap_servers=broker.bootstrap_servers,
+            model_dir=model_dir,
+            group_id="triage-demo",
+            session_timeout_ms=6000,
+            log_format="console",
+            log_level="warning",
+        )
+        prepare_topics(settings)
+        _produce(settings, records)
+        console.print(f"Produced {len(records)} inquiries to [cyan]{settings.input_topic}[/] "
+                      f"({sum(1 for r in records if not r.startswith(b'{'))} of them not even JSON)")
+        stop = threading.Event()
+        service = threading.Thread(target=run_service, args=(settings, stop), name="triage-run", daemon=True)
+        service.start()
+        routed = _collect(settings, len(records), timeout_s, console)
+        stop.set()
+        service.join(30)
+    _show(console, routed)
+    console.print(f"[bold]{len(routed)} of {len(records)} inquiries accounted for.[/]")
+    return 0 if len(routed) == len(records) else 1
+
+
+def _produce(settings: Settings, records: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True})
+    for raw in records:
+        key = None
+        if raw.startswith(b"{"):
+            key = str(orjson.loads(raw).get("customer_id", "")).encode() or None
+        producer.produce(settings.input_topic, value=raw, key=key)
+    producer.flush(30)
+
+
+def _collect(settings: Settings, expected: int, timeout_s: float, console: Console) -> list[tuple[str, bytes | None, list]]:
+    viewer = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": "triage-demo-viewer",
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+    })
+    viewer.subscribe(settings.output_topics)
+    routed: list[tuple[str, bytes | None, list]] = []
+    deadline = time.monotonic() + timeout_s
+    with console.status("Routing (the consumer group takes a few seconds to form)..."):
+        while len(routed) < expected and time.monotonic() < deadline:
+            for message in viewer.consume(100, 0.5):
+                if message.error() is None:
+                    routed.append((message.topic(), message.value(), message.headers() or []))
+    viewer.close()
+    return routed
+
+
+def _show(console: Console, routed: list[tuple[str, bytes | None, list]]) -> None:
+    table = Table(title="Where each inquiry went", show_lines=False)
+    for column in ("event", "text", "intent (confidence)", "sentiment", "topic", "why"):
+        table.add_column(column, overflow="fold")
+    for topic, value, headers in sorted(routed, key=lambda r: r[1] or b""):
+        if topic.endswith(".dlq"):
+            letter = DeadLetterHeaders.from_kafka(headers)
+            table.add_row("-", (value or b"")[:60].decode("utf-8", "replace"), "-", "-",
+                          f"[red]{topic}[/]", f"{letter.stage}: {letter.error_class}")
+            continue
+        event = orjson.loads(value)
+        triage = event["triage"]
+        colour = "green" if triage["route"] == "auto_response" else "yellow"
+        table.add_row(
+            event["event_id"],
+            event["text"][:70],
+            f"{triage['intent']['label']} ({triage['intent']['confidence']:.2f})",
+            f"{triage['sentiment']['label']} ({triage['sentiment']['score']:.2f})",
+            f"[{colour}]{topic}[/]",
+            ", ".join(triage["reasons"]),
+        )
+    console.print(table)

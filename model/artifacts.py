@@ -1,0 +1,101 @@
+"""The one artifact format of inquiry-triage, owned here.
+
+An artifact directory is a Hugging Face ``save_pretrained`` directory (config, safetensors weights,
+tokenizer files) that ``transformers.pipeline("text-classification", model=DIR)`` can load, plus
+``manifest.json`` described by :class:`Manifest`. ``training`` writes artifacts with
+:func:`write_manifest`; ``model`` reads them with :func:`read_manifest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from model.errors import ArtifactError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+
+Task = Literal["intent", "sentiment"]
+
+
+class DataFile(BaseModel):
+    """A data file an artifact was trained or validated on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    sha256: str
+    rows: int | None = None
+    role: Literal["train", "validation", "calibration", "test"] = "train"
+
+
+class Manifest(BaseModel):
+    """What a trained model is, where it came from and how well it did."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    format_version: int = FORMAT_VERSION
+    task: Task
+    version: str = Field(min_length=1)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    base_model: str
+    labels: list[str] = Field(min_length=2)
+    #: intent label -> category (intent artifacts only)
+    categories: dict[str, str] = Field(default_factory=dict)
+    #: logits are divided by this before the softmax (temperature scaling, fitted on validation data)
+    temperature: float = Field(default=1.0, gt=0)
+    max_length: int = Field(default=128, gt=0)
+    data: list[DataFile] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> Manifest:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        if self.task == "intent":
+            missing = [label for label in self.labels if label not in self.categories]
+            if missing:
+                raise ValueError(f"intents without a category: {missing}")
+        if self.task == "sentiment" and set(self.labels) != set(SENTIMENT_LABELS):
+            raise ValueError(f"sentiment labels must be {list(SENTIMENT_LABELS)}, got {self.labels}")
+        return self
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    """Read and validate ``DIR/manifest.json``; raise :class:`ArtifactError` with the reason."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found: train a model first (`triage train ...`)")
+    try:
+        return Manifest.model_validate(orjson.loads(path.read_bytes()))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        raise ArtifactError(f"{path} is not a valid manifest: {exc}") from exc
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    path = Path(directory) / MANIFEST_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_bytes(orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+    tmp.replace(path)
+    return path
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_artifact(directory: str | Path) -> bool:
+    return (Path(directory) / MANIFEST_NAME).is_file()

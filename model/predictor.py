@@ -1,0 +1,81 @@
+"""Intent + sentiment for a batch of inquiries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.classifier import TextClassifier
+from model.errors import ArtifactError, InferenceError
+from schemas import IntentResult, LabelScore, ModelVersions, SentimentResult
+
+
+@dataclass(frozen=True)
+class Prediction:
+    intent: IntentResult
+    sentiment: SentimentResult
+
+
+class TriageModel:
+    """The intent and sentiment classifiers the service runs, loaded from ``DIR/intent`` and ``DIR/sentiment``."""
+
+    def __init__(self, intent: TextClassifier, sentiment: TextClassifier, top_k: int = 3, batch_size: int = 64):
+        if intent.manifest.task != "intent" or sentiment.manifest.task != "sentiment":
+            raise ArtifactError("expected an intent and a sentiment artifact")
+        self.intent = intent
+        self.sentiment = sentiment
+        self.top_k = max(1, min(top_k, len(intent.labels)))
+        self.batch_size = batch_size
+        self.versions = ModelVersions(intent=intent.version, sentiment=sentiment.version)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto", top_k: int = 3, batch_size: int = 64) -> TriageModel:
+        model_dir = Path(model_dir)
+        return cls(
+            TextClassifier.load(model_dir / "intent", device),
+            TextClassifier.load(model_dir / "sentiment", device),
+            top_k=top_k,
+            batch_size=batch_size,
+        )
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Predict every text; raise :class:`InferenceError` if the model fails or yields non-finite scores."""
+        if not texts:
+            return []
+        try:
+            intent_probs = self.intent.predict_proba(texts, self.batch_size)
+            sentiment_probs = self.sentiment.predict_proba(texts, self.batch_size)
+        except InferenceError:
+            raise
+        except Exception as exc:  # a model can fail in many ways; the caller isolates the bad records
+            # The message names the exception class only: exception texts may quote the input.
+            raise InferenceError(f"model raised {type(exc).__name__}") from exc
+        if not (np.isfinite(intent_probs).all() and np.isfinite(sentiment_probs).all()):
+            raise InferenceError("model returned non-finite scores")
+        return [self._prediction(i, s) for i, s in zip(intent_probs, sentiment_probs)]
+
+    def _prediction(self, intent_row: np.ndarray, sentiment_row: np.ndarray) -> Prediction:
+        labels = self.intent.labels
+        top = np.argsort(-intent_row)[: self.top_k]
+        best = labels[top[0]]
+        intent = IntentResult(
+            label=best,
+            category=self.intent.manifest.categories[best],
+            confidence=_prob(intent_row[top[0]]),
+            top_k=[LabelScore(label=labels[i], score=_prob(intent_row[i])) for i in top],
+        )
+        s_labels = self.sentiment.labels
+        s_best = int(np.argmax(sentiment_row))
+        sentiment = SentimentResult(
+            label=s_labels[s_best],
+            score=_prob(sentiment_row[s_best]),
+            scores={label: _prob(p) for label, p in zip(s_labels, sentiment_row)},
+        )
+        return Prediction(intent=intent, sentiment=sentiment)
+
+
+def _prob(value: float) -> float:
+    return round(min(1.0, max(0.0, float(value))), 6)

@@ -1,0 +1,32 @@
+"""Event contracts of inquiry-triage: what comes in, what goes out, what a dead letter carries."""
+
+from schemas.events import (
+    ROUTES,
+    SENTIMENT_LABELS,
+    EnrichedEvent,
+    InquiryEvent,
+    IntentResult,
+    LabelScore,
+    ModelVersions,
+    Route,
+    SentimentLabel,
+    SentimentResult,
+    Triage,
+)
+from schemas.deadletter import DeadLetterHeaders, ErrorStage
+
+__all__ = [
+    "ROUTES",
+    "SENTIMENT_LABELS",
+    "DeadLetterHeaders",
+    "EnrichedEvent",
+    "ErrorStage",
+    "InquiryEvent",
+    "IntentResult",
+    "LabelScore",
+    "ModelVersions",
+    "Route",
+    "SentimentLabel",
+    "SentimentResult",
+    "Triage",
+]

@@ -1,0 +1,91 @@
+"""Pydantic v2 models of the inquiry event and of the triage block added to it.
+
+The wire format is JSON (orjson). The input object is passed through untouched: the consumer validates
+it with :class:`InquiryEvent` and publishes the original object plus a ``triage`` key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+
+Route = Literal["auto_response", "human_agent"]
+ROUTES: tuple[Route, ...] = ("auto_response", "human_agent")
+SentimentLabel = Literal["negative", "neutral", "positive"]
+SENTIMENT_LABELS: tuple[SentimentLabel, ...] = ("negative", "neutral", "positive")
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain a non-whitespace character")
+    return value
+
+
+NonBlank = Annotated[StrictStr, AfterValidator(_not_blank)]
+
+
+class InquiryEvent(BaseModel):
+    """An inquiry as the contact-center platform sends it. Unknown fields are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    event_id: NonBlank
+    text: NonBlank
+    customer_id: StrictStr | None = None
+    channel: StrictStr | None = None
+    created_at: datetime | None = None
+    language: StrictStr | None = None
+
+
+class LabelScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    score: Probability
+
+
+class IntentResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    category: str
+    confidence: Probability
+    top_k: list[LabelScore] = Field(min_length=1)
+
+
+class SentimentResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: SentimentLabel
+    score: Probability
+    scores: dict[SentimentLabel, Probability]
+
+
+class ModelVersions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    intent: str
+    sentiment: str
+
+
+class Triage(BaseModel):
+    """What the service adds to an inquiry under the ``triage`` key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    intent: IntentResult
+    sentiment: SentimentResult
+    route: Route
+    reasons: list[str]
+    model: ModelVersions
+    processed_at: datetime
+
+
+class EnrichedEvent(InquiryEvent):
+    """An inquiry plus its triage, as published on the routing topics."""
+
+    triage: Triage

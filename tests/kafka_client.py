@@ -1,0 +1,66 @@
+"""An independent Kafka client for the tests (aiokafka: not the project's confluent-kafka code)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, list]]) -> None:
+    """Send (key, value, headers) records in order and wait for every acknowledgement."""
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value=v, key=k, headers=h or []) for k, v, h in records]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def consume(bootstrap: str, topics: list[str], expected: int, timeout_s: float = 120.0,
+            settle_s: float = 2.0, abort: Callable[[], bool] | None = None) -> list[Record]:
+    """Read the topics from the beginning until ``expected`` records arrived (then ``settle_s`` more for extras).
+
+    ``abort`` is checked between polls: when it returns true (say, the service died) reading stops.
+    """
+
+    async def go():
+        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        found: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        settle_until = None
+        try:
+            while time.monotonic() < deadline and not (abort and abort()):
+                if settle_until is None and len(found) >= expected:
+                    settle_until = time.monotonic() + settle_s
+                if settle_until is not None and time.monotonic() >= settle_until:
+                    break
+                batches = await consumer.getmany(timeout_ms=500)
+                for tp, messages in batches.items():
+                    for m in messages:
+                        found.append(Record(tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers or [])))
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(go())

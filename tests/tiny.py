@@ -1,0 +1,112 @@
+"""Tiny models built inside the tests: real artifacts in the product's format, trained in seconds.
+
+The intent model learns a keyword per intent and the sentiment model a few mood words, so tests can
+assert what a person would expect and still exercise the real loading and inference code.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+from model.artifacts import SENTIMENT_LABELS, Manifest, write_manifest
+
+INTENTS: dict[str, tuple[str, str]] = {
+    # intent: (category, keyword)
+    "get_refund": ("REFUND", "refund"),
+    "recover_password": ("ACCOUNT", "password"),
+    "contact_human_agent": ("CONTACT", "agent"),
+    "track_order": ("ORDER", "track"),
+    "complaint": ("FEEDBACK", "complaint"),
+}
+MOODS: dict[str, list[str]] = {
+    "negative": ["angry", "terrible", "furious", "awful"],
+    "neutral": ["please", "how", "could", "when"],
+    "positive": ["thanks", "great", "love", "wonderful"],
+}
+FILLER = ["i", "want", "my", "the", "a", "to", "order", "for", "is", "it", "with", "me", "can", "you", "help", "do"]
+
+
+def vocabulary() -> list[str]:
+    words = set(FILLER)
+    words.update(keyword for _, keyword in INTENTS.values())
+    for mood_words in MOODS.values():
+        words.update(mood_words)
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+
+
+def make_tokenizer() -> BertTokenizerFast:
+    vocab = {token: index for index, token in enumerate(vocabulary())}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return BertTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=32,
+    )
+
+
+def make_text(rng: random.Random, keyword: str, mood: str) -> str:
+    words = rng.sample(FILLER, 4) + [keyword, rng.choice(MOODS[mood])]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def _train(network, tokenizer, texts: list[str], labels: list[int], steps: int = 80) -> None:
+    optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3)
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    target = torch.tensor(labels)
+    network.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = network(**encoded, labels=target).loss
+        loss.backward()
+        optimizer.step()
+    network.eval()
+
+
+def build_artifact(directory: Path, task: str, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer()
+    labels = list(INTENTS) if task == "intent" else list(SENTIMENT_LABELS)
+    config = BertConfig(
+        vocab_size=len(vocabulary()), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+    )
+    network = BertForSequenceClassification(config)
+    texts, targets = [], []
+    for _ in range(40):
+        for intent, (_, keyword) in INTENTS.items():
+            mood = rng.choice(list(MOODS))
+            texts.append(make_text(rng, keyword, mood))
+            targets.append(labels.index(intent if task == "intent" else mood))
+    _train(network, tokenizer, texts, targets)
+    network.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    write_manifest(directory, Manifest(
+        task=task,
+        version=f"{task}-tiny-test-{seed}",
+        base_model="tiny-bert (built in tests)",
+        labels=labels,
+        categories={intent: category for intent, (category, _) in INTENTS.items()} if task == "intent" else {},
+        max_length=32,
+        hyperparameters={"steps": 80, "seed": seed},
+    ))
+    return directory
+
+
+def build_artifacts(root: Path) -> Path:
+    build_artifact(root / "intent", "intent")
+    build_artifact(root / "sentiment", "sentiment")
+    return root
