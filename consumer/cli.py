@@ -19,7 +19,7 @@ RUN_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--dlq-topic", "dlq_topic", str, "dead-letter topic for bad records (inquiries.dlq)"),
     ("--policy", "policy_file", Path, "routing policy TOML file (built-in default)"),
     ("--batch-size", "batch_size", int, "max messages per micro-batch (64)"),
-    ("--batch-max-wait-ms", "batch_max_wait_ms", int, "max wait for a batch to fill, ms (50)"),
+    ("--batch-max-wait-ms", "batch_max_wait_ms", int, "max wait for a started batch to fill, ms (10)"),
     ("--max-text-chars", "max_text_chars", int, "longer inquiry texts go to the DLQ (10000)"),
     ("--device", "device", str, "auto | cpu | cuda (auto)"),
     ("--topic-partitions", "topic_partitions", int, "partitions of topics created at start (3)"),
@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model-dir", type=Path, default=Path("artifacts"), help="artifacts directory (artifacts)")
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all routed events (180)")
     demo.set_defaults(handler=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="measure throughput and latency: per-message pipeline() vs batched vs end to end")
+    bench.add_argument("--json", action="store_true", help="print one JSON object with the numbers and ratios")
+    bench.add_argument("--n", type=int, default=6000, help="inquiries in the end-to-end backlog (6000)")
+    bench.add_argument("--model-dir", type=Path, default=Path("artifacts"), help="artifacts directory (artifacts)")
+    bench.set_defaults(handler=_cmd_bench)
 
     sub.add_parser("train", help="train the intent or sentiment model (triage train --help)", add_help=False)
     sub.add_parser("evaluate", help="evaluate a model on a CSV (triage evaluate --help)", add_help=False)
@@ -180,6 +186,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             print(f"  route:     {route} ({', '.join(reasons)})")
     sys.stdout.flush()
     return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from consumer.bench import run_bench
+
+    return run_bench(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

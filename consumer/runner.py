@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -33,19 +35,45 @@ OMITTED_HEADER = "triage.value.omitted"
 
 @dataclass
 class BatchStats:
+    """What one batch did; handed to the batch log line and to observers (metrics)."""
+
     size: int = 0
     auto_response: int = 0
     human_agent: int = 0
     dlq: int = 0
+    inference_s: float = 0.0
+    total_s: float = 0.0
+    records: list[OutputRecord] = field(default_factory=list, repr=False)
+    messages: list[Message] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class _InFlight:
+    messages: list[Message]
+    future: Future
+    started: float
+    finished: bool = False
 
 
 class Publisher:
     """Produces output records and waits until the broker has acknowledged each one."""
 
-    def __init__(self, producer: Producer, processor: Processor, timeout_s: float):
-        self.producer = producer
+    def __init__(self, producer_factory: Callable[[], Producer], processor: Processor, timeout_s: float):
+        self.producer_factory = producer_factory
+        self.producer = producer_factory()
         self.processor = processor
         self.timeout_s = timeout_s
+
+    def reset(self) -> None:
+        """Replace the producer after a failed delivery: a restarted broker may no longer know its
+        idempotence state (producer id, sequence numbers), and the old one would keep timing out."""
+        old = self.producer
+        old.purge(in_queue=True, in_flight=False)
+        old.flush(0)
+        self.producer = self.producer_factory()
+
+    def close(self, timeout_s: float) -> int:
+        return self.producer.flush(timeout_s)
 
     def publish(self, records: Sequence[OutputRecord]) -> list[OutputRecord]:
         """Publish all records; return the records as finally published (some may become dead letters).
@@ -117,23 +145,42 @@ class Publisher:
 
 
 class Runner:
-    """Runs the service loop until ``stop`` is set, then finishes the batch, flushes, commits, closes."""
+    """Runs the service loop until ``stop`` is set, then finishes the batch, flushes, commits, closes.
 
-    def __init__(self, settings: Settings, processor: Processor, stop: threading.Event | None = None):
+    Batching adapts to the backlog: what is already queued is taken at once (up to ``batch_size``); when
+    idle, the runner blocks for the first message only, then lingers at most ``batch_max_wait_ms`` to fill
+    the batch. Inference runs in a worker thread; when it is slow, the runner pauses its partitions and
+    keeps polling, so the member stays in the group however long a batch takes.
+    """
+
+    IDLE_POLL_S = 0.2  # how long an idle consume() blocks; bounds the reaction time to a stop request
+
+    def __init__(self, settings: Settings, processor: Processor, stop: threading.Event | None = None,
+                 observers: Sequence[Callable[[BatchStats], None]] = ()):
         self.settings = settings
         self.processor = processor
         self.stop = stop or threading.Event()
+        self.observers = list(observers)
         self.log = structlog.get_logger("triage.runner")
         self.assigned: set[tuple[str, int]] = set()
         self.totals: Counter[str] = Counter()
+        self._carry: list[Message] = []
+        self._inflight: _InFlight | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-inference")
+        self._consumer: Consumer | None = None
+        self._publisher: Publisher | None = None
+        # poll at least this often while a batch is being inferred (well inside max.poll.interval.ms)
+        self._keepalive_s = min(1.0, settings.max_poll_interval_ms / 1000 / 10)
 
     def run(self) -> None:
         with ExitStack() as stack:
+            stack.callback(self._worker.shutdown, wait=True)
             consumer = Consumer(self.settings.consumer_config())
             stack.callback(self._close_consumer, consumer)
-            producer = Producer(self.settings.producer_config())
-            stack.callback(self._close_producer, producer)  # closed first: LIFO
-            publisher = Publisher(producer, self.processor, self.settings.delivery_timeout_ms / 1000)
+            self._consumer = consumer
+            self._publisher = Publisher(lambda: Producer(self.settings.producer_config()), self.processor,
+                                        self.settings.delivery_timeout_ms / 1000)
+            stack.callback(self._close_producer, self._publisher)  # closed first: LIFO
             consumer.subscribe(
                 [self.settings.input_topic],
                 on_assign=self._on_assign,
@@ -142,39 +189,89 @@ class Runner:
             )
             self.log.info("started", input_topic=self.settings.input_topic, group_id=self.settings.group_id)
             while not self.stop.is_set():
-                self.step(consumer, publisher)
+                self.step()
             self.log.info("stopping", **self.totals)
 
-    def step(self, consumer: Consumer, publisher: Publisher) -> BatchStats | None:
-        """One micro-batch: closes at batch_size messages or after batch_max_wait_ms."""
-        messages = consumer.consume(self.settings.batch_size, self.settings.batch_max_wait_ms / 1000)
-        good = [m for m in messages if self._usable(m)]
-        if not good:
+    def step(self) -> BatchStats | None:
+        """One micro-batch: take, infer (in the worker), publish, commit."""
+        consumer = self._consumer
+        assert consumer is not None
+        messages = self._take_batch(consumer)
+        if not messages:
             return None
-        started = time.perf_counter()
-        records = self.processor.process(good)
+        inflight = _InFlight(messages, self._worker.submit(self.processor.process, messages), time.perf_counter())
+        self._inflight = inflight
+        self._wait_for(consumer, inflight)
+        if inflight.finished:  # a revoke already published and committed it
+            return None
+        return self._finish(consumer, inflight)
+
+    def _take_batch(self, consumer: Consumer) -> list[Message]:
+        size = self.settings.batch_size
+        batch, self._carry = self._carry[:size], self._carry[size:]
+        if len(batch) < size:
+            batch += self._poll(consumer, size - len(batch), 0)
+        if not batch:
+            batch = self._poll(consumer, 1, self.IDLE_POLL_S)
+            if batch and size > 1:
+                batch += self._poll(consumer, size - 1, 0)
+        linger = self.settings.batch_max_wait_ms / 1000
+        if batch and len(batch) < size and linger > 0:
+            batch += self._poll(consumer, size - len(batch), linger)
+        return batch
+
+    def _poll(self, consumer: Consumer, count: int, timeout_s: float) -> list[Message]:
+        return [m for m in consumer.consume(count, timeout_s) if self._usable(m)]
+
+    def _wait_for(self, consumer: Consumer, inflight: _InFlight) -> None:
+        """Wait for inference; when it takes long, pause partitions and keep polling to stay in the group."""
+        try:
+            inflight.future.result(timeout=self._keepalive_s)
+            return
+        except FutureTimeout:
+            pass
+        paused = consumer.assignment()
+        consumer.pause(paused)
+        self.log.info("inference_slow_pausing", size=len(inflight.messages), partitions=len(paused))
+        while not inflight.future.done() and not inflight.finished:
+            # Paused partitions yield nothing; newly assigned ones may: keep those for the next batch.
+            self._carry += self._poll(consumer, self.settings.batch_size, min(0.2, self._keepalive_s))
+        still = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        consumer.resume([tp for tp in paused if (tp.topic, tp.partition) in still])
+
+    def _finish(self, consumer: Consumer, inflight: _InFlight) -> BatchStats | None:
+        inflight.finished = True
+        if self._inflight is inflight:
+            self._inflight = None
+        records = inflight.future.result()  # an unexpected processor error stops the service, uncommitted
         inferred = time.perf_counter()
         try:
-            published = publisher.publish(records)
+            published = self._publisher.publish(records)
         except DeliveryError as exc:
-            self.log.warning("publish_failed", error=str(exc), size=len(good), action="rewind_and_retry")
-            self._rewind(consumer, good)
+            self.log.warning("publish_failed", error=str(exc), size=len(inflight.messages), action="rewind_and_retry")
+            self._publisher.reset()
+            self._rewind(consumer, inflight.messages)
             self.stop.wait(self.settings.retry_backoff_ms / 1000)
             return None
-        self._commit(consumer, good)
-        stats = BatchStats(size=len(good))
+        self._commit(consumer, inflight.messages)
+        stats = BatchStats(size=len(inflight.messages), inference_s=inferred - inflight.started,
+                           records=published, messages=inflight.messages)
         for record in published:
             setattr(stats, record.route, getattr(stats, record.route) + 1)
-        self.totals.update(size=stats.size, auto_response=stats.auto_response, human_agent=stats.human_agent, dlq=stats.dlq)
+        stats.total_s = time.perf_counter() - inflight.started
+        self.totals.update(size=stats.size, auto_response=stats.auto_response, human_agent=stats.human_agent,
+                           dlq=stats.dlq)
         self.log.info(
             "batch",
             size=stats.size,
             auto_response=stats.auto_response,
             human_agent=stats.human_agent,
             dlq=stats.dlq,
-            inference_ms=round((inferred - started) * 1000, 1),
-            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            inference_ms=round(stats.inference_s * 1000, 1),
+            latency_ms=round(stats.total_s * 1000, 1),
         )
+        for observer in self.observers:
+            observer(stats)
         return stats
 
     def _usable(self, message: Message) -> bool:
@@ -201,6 +298,8 @@ class Runner:
         for m in messages:
             tp = (m.topic(), m.partition())
             first[tp] = min(first.get(tp, m.offset()), m.offset())
+        # queued messages of these partitions come after the rewound ones: drop them, they are re-read
+        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in first]
         for (topic, partition), offset in first.items():
             try:
                 consumer.seek(TopicPartition(topic, partition, offset))
@@ -211,17 +310,25 @@ class Runner:
         self.assigned.update((p.topic, p.partition) for p in partitions)
         self.log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Batches are published and committed before the next consume(), so nothing is in flight here.
-        self.assigned.difference_update((p.topic, p.partition) for p in partitions)
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Finish the batch in flight (publish + commit) before giving partitions away: no duplicates."""
+        revoked = {(p.topic, p.partition) for p in partitions}
+        inflight = self._inflight
+        if inflight is not None and not inflight.finished:
+            inflight.future.result()
+            self._finish(consumer, inflight)
+        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in revoked]
+        self.assigned.difference_update(revoked)
         self.log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned.difference_update((p.topic, p.partition) for p in partitions)
+        lost = {(p.topic, p.partition) for p in partitions}
+        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in lost]
+        self.assigned.difference_update(lost)
         self.log.warning("partitions_lost", partitions=[p.partition for p in partitions])
 
-    def _close_producer(self, producer: Producer) -> None:
-        remaining = producer.flush(self.settings.delivery_timeout_ms / 1000)
+    def _close_producer(self, publisher: Publisher) -> None:
+        remaining = publisher.close(self.settings.delivery_timeout_ms / 1000)
         if remaining:
             self.log.error("producer_flush_incomplete", remaining=remaining)
 

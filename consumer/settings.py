@@ -37,9 +37,10 @@ class Settings(BaseSettings):
     top_k: int = Field(default=3, ge=3)
     inference_batch_size: int = Field(default=64, ge=1)
 
-    # Micro-batching: a batch closes at batch_size messages or after batch_max_wait_ms, whichever first
+    # Micro-batching: a batch takes what is queued (up to batch_size) and, once it has a first message,
+    # waits at most batch_max_wait_ms more to fill; a lone inquiry is answered without waiting longer
     batch_size: int = Field(default=64, ge=1, le=10_000)
-    batch_max_wait_ms: int = Field(default=50, ge=1, le=60_000)
+    batch_max_wait_ms: int = Field(default=10, ge=0, le=60_000)
     max_text_chars: int = Field(default=10_000, ge=1)
 
     # Consumer group behaviour
@@ -81,7 +82,14 @@ class Settings(BaseSettings):
 
     def common_config(self) -> dict[str, str]:
         """librdkafka properties shared by consumer, producer and admin client."""
-        config: dict[str, str] = {"bootstrap.servers": self.bootstrap_servers, "client.id": "inquiry-triage"}
+        config: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": "inquiry-triage",
+            # back off exponentially while a broker is away instead of logging a failure every 100 ms
+            "reconnect.backoff.ms": "500",
+            "reconnect.backoff.max.ms": "10000",
+            "log.connection.close": "false",
+        }
         optional = {
             "security.protocol": self.security_protocol,
             "sasl.mechanism": self.sasl_mechanism,

@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import defaultdict
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from schemas import EnrichedEvent
 from schemas.deadletter import DeadLetterHeaders
 from tests.fakes import BAD_RECORDS
+from tests.harness import TEXTS, Service, wait_for_topics
 from tests.kafka_client import consume, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-TEXTS = [
-    "i want a refund thanks", "my password is awful", "can you help me talk to an agent", "track my order please",
-    "i have a complaint, this is terrible", "help me with my password please", "great, refund the order",
-]
-
-
-def start_service(bootstrap: str, model_dir, topics: dict[str, str], log_path) -> subprocess.Popen:
-    env = {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "TRIAGE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,
-               "--model-dir", str(model_dir), "--batch-size", "32", "--max-text-chars", "10000"]
-    for field, value in topics.items():
-        command += ["--" + field.replace("_", "-"), value]
-    return subprocess.Popen(command, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
-
-
-def wait_for_topics(bootstrap: str, names: list[str], service: subprocess.Popen, timeout_s: float = 60) -> None:
-    """The service creates its topics at start; wait for them so the test's producer does not auto-create."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + timeout_s
-    while not set(names) <= set(admin.list_topics(timeout=10).topics):
-        assert service.poll() is None, "service exited early"
-        assert time.monotonic() < deadline, "service did not create its topics"
-        time.sleep(0.2)
 
 
 def committed(bootstrap: str, group_id: str, topic: str, partitions: list[int]) -> dict[int, int]:
@@ -64,24 +35,23 @@ def end_offsets(bootstrap: str, topic: str, expected: int) -> dict[int, int]:
 
 
 def test_inquiries_in_enriched_events_out(bootstrap_servers, tiny_model_dir, topics, tmp_path):
-    n = 120
+    n = 500
     keys = [f"customer-{i % 12}".encode() for i in range(n)]
     good = [(keys[i], orjson.dumps({"event_id": f"ev-{i}", "text": TEXTS[i % len(TEXTS)], "seq": i,
                                     "customer_id": keys[i].decode(), "extra": {"i": i}}), [("trace", b"%d" % i)])
             for i in range(n)]
     bad = [(f"bad-{kind}".encode(), value, [("kind", kind.encode())]) for kind, (value, _) in sorted(BAD_RECORDS.items())]
 
-    service = start_service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log")
+    service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=32)
     try:
         records = good[:60] + bad[:4] + good[60:] + bad[4:]
         out_topics = [topics["auto_topic"], topics["human_topic"], topics["dlq_topic"]]
-        wait_for_topics(bootstrap_servers, [topics["input_topic"], *out_topics], service)
+        wait_for_topics(bootstrap_servers, [topics["input_topic"], *out_topics], service=service)
         produce(bootstrap_servers, topics["input_topic"], records)
         found = consume(bootstrap_servers, out_topics, expected=n + len(bad), timeout_s=180,
-                        abort=lambda: service.poll() is not None)
+                        abort=lambda: not service.alive())
     finally:
-        service.send_signal(signal.SIGTERM)
-        code = service.wait(60)
+        code = service.terminate()
     log = (tmp_path / "service.log").read_text()
     assert code == 0, log[-3000:]
 
