@@ -158,6 +158,9 @@ def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings) ->
     if shared is not None:
         result["shared_tokenizer"] = bool(shared)
     result["torch_threads"] = _torch_threads()
+    cpu = getattr(model, "cpu", None)
+    if cpu is not None:
+        result["parallel_models"] = cpu.parallel_models
     del model
     gc.collect()
     return result
@@ -428,6 +431,7 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
         spawned = time.time()
         with open(service_log, "wb") as log_handle:
             service = subprocess.Popen(command, env=env, stdout=log_handle, stderr=subprocess.STDOUT)
+        profiler = _attach_profiler(service.pid, console)
         try:
             timeout = options.timeout_s or max(120.0, 60.0 + len(texts) / 20)
             _wait_for(reader, b"backlog", len(texts), timeout, service, console, "draining the backlog")
@@ -468,9 +472,28 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
                 except subprocess.TimeoutExpired:
                     service.kill()
                     service.wait()
+            if profiler is not None:
+                profiler.wait(30)
             producer.flush(10)
             del producer  # before the broker stops, so it does not log the disconnection
     return e2e, latency
+
+
+def _attach_profiler(pid: int, console: Console) -> subprocess.Popen | None:
+    """With TRIAGE_BENCH_PYSPY=FILE, sample the service with py-spy (collapsed stacks, all threads) into FILE.
+
+    For finding where the service spends its time; py-spy takes some CPU itself, so numbers measured
+    with it are not the ones to report.
+    """
+    target = os.environ.get("TRIAGE_BENCH_PYSPY")
+    if not target:
+        return None
+    import shutil
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    console.log(f"py-spy sampling the service into {target}")
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--threads", "--nonblocking",
+                             "--rate", "50", "--output", target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -562,7 +585,8 @@ def show(console: Console, result: dict[str, Any]) -> None:
                   "fp32, one call per text per model")
     table.add_row(f"model alone: predict() on batches of {model['batch_size']}", str(model["texts"]),
                   f"{model['per_s']:.1f}", f"{result['ratios']['model_over_seed']:.1f}",
-                  f"{model['device']}, {model['torch_threads']} torch threads")
+                  f"{model['device']}, {model['torch_threads']} torch threads"
+                  + (", intent | sentiment side by side" if model.get("parallel_models") else ""))
     service = e2e.get("service") or {}
     busy = f"; {service['batches']} batches of {service['mean_size']:.0f} on average" if service else ""
     table.add_row(f"end to end: backlog of {e2e['messages']}, `triage run`", str(e2e["messages"]),

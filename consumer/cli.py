@@ -25,6 +25,7 @@ RUN_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--topic-partitions", "topic_partitions", int, "partitions of topics created at start (3)"),
     ("--session-timeout-ms", "session_timeout_ms", int, "consumer group session timeout (45000)"),
     ("--max-poll-interval-ms", "max_poll_interval_ms", int, "max time between polls (300000)"),
+    ("--processing-guarantee", "processing_guarantee", str, "at_least_once | exactly_once (at_least_once)"),
     ("--security-protocol", "security_protocol", str, "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"),
     ("--sasl-mechanism", "sasl_mechanism", str, "e.g. PLAIN, SCRAM-SHA-512"),
     ("--sasl-username", "sasl_username", str, "SASL user (password: TRIAGE_SASL_PASSWORD)"),

@@ -56,13 +56,25 @@ class _InFlight:
 
 
 class Publisher:
-    """Produces output records and waits until the broker has acknowledged each one."""
+    """Produces output records and waits until the broker has acknowledged each one.
 
-    def __init__(self, producer_factory: Callable[[], Producer], processor: Processor, timeout_s: float):
+    With ``transactional`` (exactly-once mode) a batch's records and its input offsets are committed in
+    one Kafka transaction (``send_offsets_to_transaction``), or not at all.
+    """
+
+    def __init__(self, producer_factory: Callable[[], Producer], processor: Processor, timeout_s: float,
+                 transactional: bool = False):
         self.producer_factory = producer_factory
-        self.producer = producer_factory()
         self.processor = processor
         self.timeout_s = timeout_s
+        self.transactional = transactional
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        producer = self.producer_factory()
+        if self.transactional:
+            producer.init_transactions(self.timeout_s)
+        return producer
 
     def reset(self) -> None:
         """Replace the producer after a failed delivery: a restarted broker may no longer know its
@@ -70,17 +82,35 @@ class Publisher:
         old = self.producer
         old.purge(in_queue=True, in_flight=False)
         old.flush(0)
-        self.producer = self.producer_factory()
+        self.producer = self._new_producer()
 
     def close(self, timeout_s: float) -> int:
         return self.producer.flush(timeout_s)
 
-    def publish(self, records: Sequence[OutputRecord]) -> list[OutputRecord]:
+    def publish(self, records: Sequence[OutputRecord], offsets: list[TopicPartition] | None = None,
+                group_metadata: object | None = None) -> list[OutputRecord]:
         """Publish all records; return the records as finally published (some may become dead letters).
 
         Raises :class:`DeliveryError` when anything could not be delivered for a reason that a retry
-        may cure (broker down, timeout); nothing of the batch may be committed then.
+        may cure (broker down, timeout); nothing of the batch may be committed then. In transactional
+        mode ``offsets`` are committed for ``group_metadata``'s group inside the same transaction.
         """
+        if not self.transactional:
+            return self._publish(records)
+        try:
+            self.producer.begin_transaction()
+            delivered = self._publish(records)
+            self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
+            self.producer.commit_transaction(self.timeout_s)
+            return delivered
+        except (KafkaException, DeliveryError) as exc:
+            try:
+                self.producer.abort_transaction(self.timeout_s)
+            except KafkaException:
+                pass  # reset() replaces the producer
+            raise DeliveryError(f"transaction failed: {exc}") from exc
+
+    def _publish(self, records: Sequence[OutputRecord]) -> list[OutputRecord]:
         delivered = list(records)
         rejected = self._send(delivered)
         if rejected:  # outputs the broker refuses as records (too large...): dead-letter their inputs
@@ -179,7 +209,7 @@ class Runner:
             stack.callback(self._close_consumer, consumer)
             self._consumer = consumer
             self._publisher = Publisher(lambda: Producer(self.settings.producer_config()), self.processor,
-                                        self.settings.delivery_timeout_ms / 1000)
+                                        self.settings.delivery_timeout_ms / 1000, self.settings.exactly_once)
             stack.callback(self._close_producer, self._publisher)  # closed first: LIFO
             consumer.subscribe(
                 [self.settings.input_topic],
@@ -245,15 +275,21 @@ class Runner:
             self._inflight = None
         records = inflight.future.result()  # an unexpected processor error stops the service, uncommitted
         inferred = time.perf_counter()
+        exactly_once = self.settings.exactly_once
         try:
-            published = self._publisher.publish(records)
+            published = self._publisher.publish(
+                records,
+                _next_offsets(inflight.messages) if exactly_once else None,
+                consumer.consumer_group_metadata() if exactly_once else None,
+            )
         except DeliveryError as exc:
             self.log.warning("publish_failed", error=str(exc), size=len(inflight.messages), action="rewind_and_retry")
             self._publisher.reset()
             self._rewind(consumer, inflight.messages)
             self.stop.wait(self.settings.retry_backoff_ms / 1000)
             return None
-        self._commit(consumer, inflight.messages)
+        if not exactly_once:  # in exactly-once mode the offsets were committed in the transaction
+            self._commit(consumer, inflight.messages)
         stats = BatchStats(size=len(inflight.messages), inference_s=inferred - inflight.started,
                            records=published, messages=inflight.messages)
         for record in published:

@@ -7,6 +7,7 @@ onto librdkafka configuration; any librdkafka property can be passed through ``k
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,11 @@ class Settings(BaseSettings):
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     assignment_strategy: str = "cooperative-sticky"
     delivery_timeout_ms: int = Field(default=30_000, ge=1_000)
+    # at_least_once: commit input offsets after the outputs are acknowledged (duplicates possible after a
+    # crash). exactly_once: outputs and offsets in one Kafka transaction (read_committed readers see each
+    # inquiry once); needs a broker with transactions, see README "Guarantees".
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    transactional_id_prefix: str = "inquiry-triage"
     retry_backoff_ms: int = Field(default=1_000, ge=0)
 
     # Security (mapped onto librdkafka keys; secrets are never logged)
@@ -75,6 +81,10 @@ class Settings(BaseSettings):
         if isinstance(value, dict):
             return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
         return value
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
 
     @property
     def output_topics(self) -> list[str]:
@@ -127,6 +137,10 @@ class Settings(BaseSettings):
             "linger.ms": 5,
             "message.timeout.ms": self.delivery_timeout_ms,
         }
+        if self.exactly_once:
+            # unique per process; zombie fencing comes from the consumer group metadata (KIP-447)
+            config["transactional.id"] = f"{self.transactional_id_prefix}-{uuid.uuid4().hex[:12]}"
+            config["transaction.timeout.ms"] = max(60_000, self.delivery_timeout_ms * 2)
         config.update(self.producer_properties)
         return config
 

@@ -20,11 +20,12 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, list]]) -> None:
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, list]],
+            max_request_size: int = 1 << 20) -> None:
     """Send (key, value, headers) records in order and wait for every acknowledgement."""
 
     async def go():
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=max_request_size)
         await producer.start()
         try:
             futures = [await producer.send(topic, value=v, key=k, headers=h or []) for k, v, h in records]

@@ -167,3 +167,80 @@ def test_inference_slower_than_max_poll_interval_keeps_membership(bootstrap_serv
     assert not result.lost
     assert result.duplicates == 0, "a member evicted for slowness would re-deliver its batch"
     assert runner.totals["size"] == 40
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_hostile_input_right_outcome_each_time_and_bounded_memory(bootstrap_servers, tiny_model_dir, topics,
+                                                                  tmp_path):
+    import orjson
+
+    from schemas.deadletter import DeadLetterHeaders
+    from tests.fakes import BAD_RECORDS
+
+    # A producer limit of 5,800 bytes makes a 5,400-character inquiry's enriched event (+526 bytes) too large.
+    service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=BATCH,
+                      producer_properties='{"message.max.bytes": "5800"}')
+    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
+    megabyte = orjson.dumps({"event_id": "huge", "text": "refund " * 150_000})  # ~1 MB of text
+    records = [
+        (b"dup", orjson.dumps({"event_id": "same-id", "text": "i want a refund thanks", "seq": 0}), []),
+        (b"dup", orjson.dumps({"event_id": "same-id", "text": "i want a refund thanks", "seq": 1}), []),
+        (b"unknown", orjson.dumps({"event_id": "unknown-fields", "text": "track my order please",
+                                   "x": {"deep": [1, {"y": None}]}, "priority": 3}), []),
+        (b"big-out", orjson.dumps({"event_id": "big-output", "text": "track my order " * 360}), []),
+        (b"huge", megabyte, []),
+    ] + [(f"bad-{kind}".encode(), value, []) for kind, (value, _) in sorted(BAD_RECORDS.items())]
+    produce(bootstrap_servers, topics["input_topic"], records, max_request_size=4 << 20)
+    found = read_outputs(bootstrap_servers, topics, expected=len(records), timeout_s=120)
+    routed = {}
+    letters = {}
+    for record in found:
+        if record.topic == topics["dlq_topic"]:
+            letters[record.key] = record
+        else:
+            routed.setdefault(record.key, []).append(orjson.loads(record.value))
+    assert [e["seq"] for e in routed[b"dup"]] == [0, 1], "a repeated event_id is triaged each time, in order"
+    assert routed[b"unknown"][0]["x"] == {"deep": [1, {"y": None}]} and routed[b"unknown"][0]["priority"] == 3
+    oversized = DeadLetterHeaders.from_kafka(letters[b"big-out"].headers)
+    assert (oversized.stage, oversized.error_class) == ("publish", "OutputRejected")
+    assert letters[b"big-out"].value == records[3][1]
+    huge = letters[b"huge"]
+    assert DeadLetterHeaders.from_kafka(huge.headers).error_class == "TextTooLong"
+    assert huge.value is None and ("triage.value.omitted", b"size") in huge.headers, "pointer kept, value too big"
+    for kind, (value, error_class) in BAD_RECORDS.items():
+        letter = letters[f"bad-{kind}".encode()]
+        assert DeadLetterHeaders.from_kafka(letter.headers).error_class == error_class
+        assert letter.value == value or ("triage.value.omitted", b"size") in letter.headers
+
+    # Memory stays bounded under a flood of 1 MB records.
+    before = rss_mb(service.process.pid)
+    produce(bootstrap_servers, topics["input_topic"], [(b"flood", megabyte, [])] * 60, max_request_size=4 << 20)
+    wait_until(lambda: service.routed_count() >= len(records) + 60, 120, "the flood to be dead-lettered")
+    after = rss_mb(service.process.pid)
+    assert service.terminate() == 0
+    assert after - before < 300, f"RSS grew from {before:.0f} MB to {after:.0f} MB"
+    log = service.log_path.read_text()
+    assert "refund refund" not in log and "track my order" not in log
+
+
+def test_exactly_once_mode_commits_outputs_and_offsets_together(bootstrap_servers, tiny_model_dir, topics, tmp_path):
+    records = inquiries(0, 1200)
+    first = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "first.log", batch_size=BATCH,
+                    processing_guarantee="exactly_once")
+    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=first)
+    producer = stream(bootstrap_servers, topics["input_topic"], records, rate_per_s=400)
+    wait_until(lambda: first.routed_count() >= 200, 90, "the first service to route 200")
+    assert first.terminate(timeout_s=30) == 0
+    second = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "second.log", batch_size=BATCH,
+                     processing_guarantee="exactly_once")
+    producer.join(60)
+    result = reconcile_until_complete(bootstrap_servers, topics, {f"ev-{i}" for i in range(1200)})
+    assert second.terminate() == 0
+    assert not result.lost and result.duplicates == 0 and not result.order_violations
+    assert not [line for line in first.log_lines() + second.log_lines() if line.get("event") == "publish_failed"]
