@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import ExitStack
 
 import structlog
 
+from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.processor import Processor, Topics
+from consumer.reload import ModelReloader
 from consumer.routing import RoutingPolicy
 from consumer.runner import Runner
 from consumer.settings import Settings
@@ -53,11 +56,25 @@ def install_signal_handlers(stop: threading.Event) -> None:
 def run_service(settings: Settings, stop: threading.Event | None = None, model: TriageModel | None = None) -> int:
     log = structlog.get_logger("triage")
     log.info("starting", settings=settings.redacted())
-    processor = build_processor(settings, model)
-    log.info("model_loaded", versions=processor.model.versions.model_dump(), device=processor.model.intent.device.description)
-    prepare_topics(settings)
-    stop = stop or threading.Event()
-    install_signal_handlers(stop)
-    Runner(settings, processor, stop).run()
+    metrics, health = Metrics(), Health()
+    with ExitStack() as stack:
+        if settings.metrics_port >= 0:
+            stack.callback(MetricsServer(metrics, health, settings.metrics_port).start().stop)
+        processor = build_processor(settings, model)
+        metrics.set_models(processor.model.versions)
+        health.update(model_loaded=True)
+        log.info("model_loaded", versions=processor.model.versions.model_dump(),
+                 device=processor.model.intent.device.description)
+        prepare_topics(settings)
+        reloader = ModelReloader(
+            settings,
+            processor,
+            on_swap=lambda new: (metrics.set_models(new.versions), metrics.reloads.labels(outcome="swapped").inc()),
+            on_refuse=lambda: metrics.reloads.labels(outcome="refused").inc(),
+        )
+        stack.callback(reloader.close)
+        stop = stop or threading.Event()
+        install_signal_handlers(stop)
+        Runner(settings, processor, stop, metrics=metrics, health=health, ticks=[reloader.tick]).run()
     log.info("stopped")
     return 0

@@ -475,7 +475,8 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
             if profiler is not None:
                 profiler.wait(30)
             producer.flush(10)
-            del producer  # before the broker stops, so it does not log the disconnection
+            if hasattr(producer, "close"):  # before the broker stops, so it does not log the disconnection
+                producer.close()
     return e2e, latency
 
 

@@ -30,6 +30,8 @@ RUN_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--sasl-mechanism", "sasl_mechanism", str, "e.g. PLAIN, SCRAM-SHA-512"),
     ("--sasl-username", "sasl_username", str, "SASL user (password: TRIAGE_SASL_PASSWORD)"),
     ("--ssl-ca-location", "ssl_ca_location", str, "CA certificate file"),
+    ("--metrics-port", "metrics_port", int, "port of /metrics, /healthz, /readyz; 0 any free port, -1 off (9464)"),
+    ("--reload-interval-s", "reload_interval_s", float, "seconds between checks for new models; 0 off (10)"),
     ("--log-format", "log_format", str, "auto | json | console (auto: console on a TTY)"),
     ("--log-level", "log_level", str, "debug | info | warning | error (info)"),
 ]

@@ -52,6 +52,7 @@ def run_demo(model_dir: Path, timeout_s: float = 180.0) -> int:
             model_dir=model_dir,
             group_id="triage-demo",
             session_timeout_ms=6000,
+            metrics_port=0,
             log_format="console",
             log_level="warning",
         )

@@ -19,6 +19,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumer.errors import DeliveryError, TriageError
+from consumer.metrics import Health, Metrics
 from consumer.processor import OutputRecord, Processor, Rejection
 from consumer.settings import Settings
 
@@ -186,11 +187,14 @@ class Runner:
     IDLE_POLL_S = 0.2  # how long an idle consume() blocks; bounds the reaction time to a stop request
 
     def __init__(self, settings: Settings, processor: Processor, stop: threading.Event | None = None,
-                 observers: Sequence[Callable[[BatchStats], None]] = ()):
+                 metrics: Metrics | None = None, health: Health | None = None,
+                 ticks: Sequence[Callable[[], None]] = ()):
         self.settings = settings
         self.processor = processor
         self.stop = stop or threading.Event()
-        self.observers = list(observers)
+        self.metrics = metrics
+        self.health = health or Health()
+        self.ticks = list(ticks)
         self.log = structlog.get_logger("triage.runner")
         self.assigned: set[tuple[str, int]] = set()
         self.totals: Counter[str] = Counter()
@@ -205,7 +209,7 @@ class Runner:
     def run(self) -> None:
         with ExitStack() as stack:
             stack.callback(self._worker.shutdown, wait=True)
-            consumer = Consumer(self.settings.consumer_config())
+            consumer = Consumer({**self.settings.consumer_config(), "error_cb": self._on_kafka_error})
             stack.callback(self._close_consumer, consumer)
             self._consumer = consumer
             self._publisher = Publisher(lambda: Producer(self.settings.producer_config()), self.processor,
@@ -220,6 +224,8 @@ class Runner:
             self.log.info("started", input_topic=self.settings.input_topic, group_id=self.settings.group_id)
             while not self.stop.is_set():
                 self.step()
+                for tick in self.ticks:  # between batches: hot reload and the like
+                    tick()
             self.log.info("stopping", **self.totals)
 
     def step(self) -> BatchStats | None:
@@ -251,7 +257,15 @@ class Runner:
         return batch
 
     def _poll(self, consumer: Consumer, count: int, timeout_s: float) -> list[Message]:
-        return [m for m in consumer.consume(count, timeout_s) if self._usable(m)]
+        messages = [m for m in consumer.consume(count, timeout_s) if self._usable(m)]
+        if messages:
+            self.health.update(broker_reachable=True)
+        return messages
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self.health.update(broker_reachable=False)
+        self.log.warning("kafka_error", code=error.name(), reason=error.str())
 
     def _wait_for(self, consumer: Consumer, inflight: _InFlight) -> None:
         """Wait for inference; when it takes long, pause partitions and keep polling to stay in the group."""
@@ -306,9 +320,19 @@ class Runner:
             inference_ms=round(stats.inference_s * 1000, 1),
             latency_ms=round(stats.total_s * 1000, 1),
         )
-        for observer in self.observers:
-            observer(stats)
+        if self.metrics is not None:
+            self.metrics.observe_batch(stats)
+            self._record_lag(consumer, inflight.messages)
         return stats
+
+    def _record_lag(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+        for tp in _next_offsets(messages):
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                self.metrics.set_lag(tp.topic, tp.partition, high - tp.offset)
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
@@ -344,6 +368,7 @@ class Runner:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned.update((p.topic, p.partition) for p in partitions)
+        self.health.update(partitions=len(self.assigned), broker_reachable=True)
         self.log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -354,14 +379,20 @@ class Runner:
             inflight.future.result()
             self._finish(consumer, inflight)
         self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in revoked]
-        self.assigned.difference_update(revoked)
+        self._forget(revoked)
         self.log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
         self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in lost]
-        self.assigned.difference_update(lost)
+        self._forget(lost)
         self.log.warning("partitions_lost", partitions=[p.partition for p in partitions])
+
+    def _forget(self, partitions: set[tuple[str, int]]) -> None:
+        self.assigned.difference_update(partitions)
+        self.health.update(partitions=len(self.assigned))
+        if self.metrics is not None:
+            self.metrics.forget_partitions(list(partitions))
 
     def _close_producer(self, publisher: Publisher) -> None:
         remaining = publisher.close(self.settings.delivery_timeout_ms / 1000)

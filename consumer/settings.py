@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     consumer_properties: dict[str, str] = Field(default_factory=dict, repr=False)
     producer_properties: dict[str, str] = Field(default_factory=dict, repr=False)
 
+    # Operations
+    metrics_port: int = Field(default=9464, ge=-1, le=65535, description="-1 disables, 0 picks a free port")
+    reload_interval_s: float = Field(default=10.0, ge=0, description="how often to look for new models; 0: never")
+
     # Logging
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,52 @@ def choose_device(preference: str = "auto") -> DeviceChoice:
     return DeviceChoice(torch.device("cpu"), torch.bfloat16 if bf16 else None)
 
 
+@dataclass(frozen=True)
+class CpuPlan:
+    """How CPU inference uses the cores: torch intra-op threads, and whether the two models run side by side."""
+
+    threads: int
+    parallel_models: bool
+
+
+def cpu_plan() -> CpuPlan:
+    """The CPU plan of the service process, decided (and torch's thread count set) on first use.
+
+    Called when a :class:`~model.TriageModel` is built on CPU, not by :class:`TextClassifier` alone
+    (evaluating one model keeps torch's defaults). ``TRIAGE_TORCH_THREADS=N`` and
+    ``TRIAGE_PARALLEL_MODELS=0|1`` override the defaults, which were measured with ``triage bench``.
+    """
+    global _PLAN
+    if _PLAN is None:
+        cores = torch.get_num_threads()  # torch's default: the cores this process may use
+        parallel = _env_flag("TRIAGE_PARALLEL_MODELS", default=cores >= 2)
+        threads = _env_int("TRIAGE_TORCH_THREADS", default=max(1, cores // 2) if parallel else cores)
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        _PLAN = CpuPlan(threads=torch.get_num_threads(), parallel_models=parallel)
+    return _PLAN
+
+
+_PLAN: CpuPlan | None = None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in ("1", "true", "yes", "on")
+
+
 class TextClassifier:
     """A sequence classifier and its tokenizer, loaded from an artifact directory."""
 
@@ -58,6 +106,9 @@ class TextClassifier:
         self.device = device
         self.labels: list[str] = list(manifest.labels)
         self.max_length = min(manifest.max_length, _tokenizer_limit(tokenizer))
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._input_names = set(getattr(tokenizer, "model_input_names", ("input_ids", "attention_mask")))
+        self._signature: object = _UNSET
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto") -> TextClassifier:
@@ -75,7 +126,10 @@ class TextClassifier:
                 f"{directory}: config id2label {id2label} does not match manifest labels {manifest.labels}"
             )
         choice = choose_device(device)
+        _detach_from_files(network)
         network.to(choice.device).eval()
+        if choice.device.type == "cpu" and choice.autocast_dtype is not None:
+            _cast_linear_weights(network, choice.autocast_dtype)
         return cls(directory, manifest, tokenizer, network, choice)
 
     @property
@@ -87,32 +141,76 @@ class TextClassifier:
             return contextlib.nullcontext()
         return torch.autocast(self.device.device.type, dtype=self.device.autocast_dtype)
 
-    def _batches(self, texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
-        # Sort by length so each batch pads to similar lengths; results go back in input order.
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        for start in range(0, len(order), batch_size):
-            yield order[start : start + batch_size]
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (special tokens added, truncated to ``max_length``), unpadded.
+
+        One call of the fast tokenizer for the whole batch; padding happens per sub-batch in
+        :meth:`logits_from_ids`, after sorting by token count.
+        """
+        return self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+
+    @property
+    def tokenizer_signature(self) -> str | None:
+        """A hash of everything that decides the token ids this classifier feeds its network.
+
+        Two classifiers with the same signature turn every text into the same ids, so one tokenization
+        can serve both (see :meth:`TriageModel.predict`). ``None`` when it cannot be established.
+        """
+        if self._signature is _UNSET:
+            self._signature = _tokenizer_signature(self.tokenizer, self.max_length)
+        return self._signature
 
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Raw logits, float32, shape (len(texts), len(labels)), in input order."""
-        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        if not texts:
+        if not len(texts):
+            return np.empty((0, len(self.labels)), dtype=np.float32)
+        return self.logits_from_ids(self.encode(texts), batch_size)
+
+    def logits_from_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
+        """Logits of already tokenized texts (:meth:`encode`), in input order."""
+        out = np.empty((len(ids), len(self.labels)), dtype=np.float32)
+        if not len(ids):
             return out
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        # Sort by token count so each sub-batch pads to similar lengths; results go back in input order.
+        order = np.argsort(lengths, kind="stable")
         with torch.inference_mode(), self._autocast():
-            for index in self._batches(texts, batch_size):
-                encoded = self.tokenizer(
-                    [texts[i] for i in index],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device.device)
-                out[index] = self.network(**encoded).logits.float().cpu().numpy()
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                inputs = self._pad([ids[i] for i in index], int(lengths[index].max()))
+                out[index] = self.network(**inputs).logits.float().cpu().numpy()
         return out
+
+    def _pad(self, ids: list[Sequence[int]], width: int) -> dict[str, torch.Tensor]:
+        """The tensors ``tokenizer(..., padding=True, return_tensors="pt")`` would give for these ids."""
+        input_ids = np.full((len(ids), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        left = self.tokenizer.padding_side == "left"
+        for row, seq in enumerate(ids):
+            if left:
+                input_ids[row, width - len(seq) :] = seq
+                mask[row, width - len(seq) :] = 1
+            else:
+                input_ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+        device = self.device.device
+        inputs = {"input_ids": torch.from_numpy(input_ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
+        if "token_type_ids" in self._input_names:  # one sequence per text: all zeros, as the tokenizer gives
+            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+        return inputs
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Calibrated probabilities: softmax(logits / manifest.temperature)."""
-        return softmax(self.logits(texts, batch_size) / self.manifest.temperature)
+        return self.proba_from_logits(self.logits(texts, batch_size))
+
+    def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits / self.manifest.temperature)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -121,6 +219,85 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def _cast_linear_weights(network: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store the weights of Linear layers in the autocast dtype, once, and pre-pack them for oneDNN.
+
+    Under CPU autocast every ``linear`` casts its weight (and bias) to bf16 on each call anyway; with the
+    cast done at load time the results are bit-identical and each batch skips those copies. Everything
+    else (embeddings, LayerNorm, the classifier head's inputs) stays as it was and autocast handles it.
+    Where this torch build can, the bf16 weights are also reordered once into oneDNN's blocked layout
+    (what inductor's freezing does), checked to give the same numbers, else left as plain Linear.
+    """
+    for module in network.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(dtype)
+    if dtype is not torch.bfloat16 or os.environ.get("TRIAGE_DISABLE_PACKING") == "1":
+        return
+    for name, module in list(network.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is torch.nn.Linear:
+                packed = _PackedLinear.wrap(child)
+                if packed is not None:
+                    setattr(module, child_name, packed)
+
+
+class _PackedLinear(torch.nn.Module):
+    """A bf16 Linear whose weight oneDNN reordered once, at load; same results as autocast ``linear``."""
+
+    def __init__(self, linear: torch.nn.Linear, packed: torch.Tensor):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight  # kept for state_dict / introspection; the packed copy is what runs
+        self.bias = linear.bias
+        self.register_buffer("packed_weight", packed, persistent=False)
+
+    @classmethod
+    def wrap(cls, linear: torch.nn.Linear) -> _PackedLinear | None:
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+            candidate = cls(linear, packed)
+            probe = torch.randn(5, 7, linear.in_features, dtype=torch.bfloat16)
+            with torch.inference_mode():
+                expected = torch.nn.functional.linear(probe, linear.weight, linear.bias)
+                if not torch.equal(candidate(probe), expected):
+                    return None
+        except (AttributeError, RuntimeError, TypeError):  # not available in this build / on this CPU
+            return None
+        return candidate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+        out = torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+        return out.reshape(*shape[:-1], self.out_features)
+
+
+def _tokenizer_signature(tokenizer, max_length: int) -> str | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # slow tokenizer: no serialized form to compare, do not share
+        return None
+    digest = hashlib.sha256()
+    digest.update(type(tokenizer).__name__.encode())
+    spec = json.loads(backend.to_str())  # vocab, normalizer, pre-tokenizer, post-processor, decoder...
+    spec.pop("truncation", None)  # ...less the runtime padding/truncation state: encode() sets both per call
+    spec.pop("padding", None)
+    digest.update(json.dumps(spec, sort_keys=True).encode())
+    digest.update(repr((max_length, tokenizer.padding_side, tokenizer.pad_token_id,
+                        sorted(getattr(tokenizer, "model_input_names", [])))).encode())
+    return digest.hexdigest()
+
+
+_UNSET = object()
+
+
 def _tokenizer_limit(tokenizer) -> int:
     limit = getattr(tokenizer, "model_max_length", None) or 512
     return int(limit) if limit < 100_000 else 512
+
+
+def _detach_from_files(network: torch.nn.Module) -> None:
+    """Copy weights that safetensors memory-mapped into private memory: a new artifact written over the
+    same files while the service runs (hot reload) must not change, or crash, the model in use."""
+    with torch.no_grad():
+        for tensor in list(network.parameters()) + list(network.buffers()):
+            tensor.data = tensor.data.clone()

@@ -26,7 +26,7 @@ class Service:
     """One `triage run` process with its own log file."""
 
     def __init__(self, bootstrap: str, model_dir: Path, topics: dict[str, str], log_path: Path, **settings: str):
-        env = {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "TRIAGE_LOG_FORMAT": "json",
+        env = {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "TRIAGE_LOG_FORMAT": "json", "TRIAGE_METRICS_PORT": "0",
                "PYTHONUNBUFFERED": "1"}
         env.update({f"TRIAGE_{k.upper()}": str(v) for k, v in settings.items()})
         command = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,

@@ -1,0 +1,146 @@
+"""Prometheus metrics and the /metrics, /healthz, /readyz HTTP endpoints."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from schemas import ModelVersions
+from schemas.deadletter import HEADER_CLASS, HEADER_STAGE
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """The service's metrics, in a registry of their own (one per service instance)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("triage_events_consumed", "Inquiry records consumed", registry=r)
+        self.routed = Counter("triage_events_routed", "Enriched events published", ["route", "intent"], registry=r)
+        self.dead_letters = Counter("triage_dead_letters", "Records sent to the DLQ", ["stage", "reason"], registry=r)
+        self.batch_size = Histogram("triage_batch_size", "Records per micro-batch", buckets=BATCH_BUCKETS, registry=r)
+        self.inference = Histogram("triage_inference_seconds", "Decode + model + routing time per batch",
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_latency = Histogram("triage_batch_seconds", "Batch time from taken to committed",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.end_to_end = Histogram("triage_end_to_end_latency_seconds",
+                                    "From the inquiry's Kafka timestamp to its output being acknowledged",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.lag = Gauge("triage_consumer_lag", "Records behind the end of the partition", ["topic", "partition"],
+                         registry=r)
+        self.model = Info("triage_model", "Versions of the loaded models", registry=r)
+        self.reloads = Counter("triage_model_reloads", "Model hot reloads", ["outcome"], registry=r)
+
+    def set_models(self, versions: ModelVersions) -> None:
+        self.model.info({"intent": versions.intent, "sentiment": versions.sentiment})
+
+    def observe_batch(self, stats) -> None:
+        """Runner observer: counts and timings of one committed batch."""
+        now = time.time()
+        self.consumed.inc(stats.size)
+        self.batch_size.observe(stats.size)
+        self.inference.observe(stats.inference_s)
+        self.batch_latency.observe(stats.total_s)
+        for record in stats.records:
+            if record.route == "dlq":
+                headers = dict(record.headers)
+                stage = headers.get(HEADER_STAGE, b"unknown").decode()
+                reason = headers.get(HEADER_CLASS, b"unknown").decode()
+                self.dead_letters.labels(stage=stage, reason=reason).inc()
+            else:
+                self.routed.labels(route=record.route, intent=record.intent or "unknown").inc()
+        for message in stats.messages:
+            kind, stamp_ms = message.timestamp()
+            if kind and stamp_ms > 0:
+                self.end_to_end.observe(max(0.0, now - stamp_ms / 1000))
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+
+    def forget_partitions(self, partitions: list[tuple[str, int]]) -> None:
+        for topic, partition in partitions:
+            try:
+                self.lag.remove(topic, str(partition))
+            except KeyError:
+                pass
+
+
+class Health:
+    """What /healthz and /readyz report; the runner and the app update it."""
+
+    def __init__(self):
+        self.model_loaded = False
+        self.partitions = 0
+        self.broker_reachable = False
+        self._lock = threading.Lock()
+
+    def readiness(self) -> tuple[bool, dict]:
+        with self._lock:
+            checks = {
+                "model_loaded": self.model_loaded,
+                "partitions_assigned": self.partitions > 0,
+                "broker_reachable": self.broker_reachable,
+            }
+        return all(checks.values()), checks
+
+    def update(self, **values) -> None:
+        with self._lock:
+            for key, value in values.items():
+                setattr(self, key, value)
+
+
+class MetricsServer:
+    """Serves /metrics, /healthz and /readyz on a port (0 picks a free one) in a daemon thread."""
+
+    def __init__(self, metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0"):
+        self.metrics, self.health = metrics, health
+        handler = self._handler()
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="triage-metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self.thread.start()
+        structlog.get_logger("triage.metrics").info("metrics_listening", port=self.port)
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server naming)
+                if self.path == "/metrics":
+                    self._send(200, generate_latest(server.metrics.registry), CONTENT_TYPE_LATEST)
+                elif self.path == "/healthz":
+                    self._send(200, b'{"status":"alive"}', "application/json")
+                elif self.path == "/readyz":
+                    ready, checks = server.health.readiness()
+                    body = orjson.dumps({"ready": ready, "checks": checks})
+                    self._send(200 if ready else 503, body, "application/json")
+                else:
+                    self._send(404, b"not found", "text/plain")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args) -> None:  # no access log lines
+                pass
+
+        return Handler

@@ -1,0 +1,94 @@
+"""Model hot reload: new artifacts are loaded beside the running model, checked, then swapped in
+between batches without leaving the consumer group. A model that fails to load or to predict is
+refused and the running one kept."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import structlog
+
+from consumer.processor import Processor
+from consumer.settings import Settings
+from model import ModelError, TriageModel
+from model.artifacts import read_manifest
+
+# Inquiries a new model must score (finite, valid labels) before it may serve.
+CANARY_TEXTS = [
+    "I forgot my password",
+    "I want a refund for my order",
+    "this is the worst service ever, I am furious",
+    "thank you, that was quick",
+    "where is my package?",
+]
+
+
+class ModelReloader:
+    def __init__(self, settings: Settings, processor: Processor, on_swap=None, on_refuse=None):
+        self.settings = settings
+        self.processor = processor
+        self.on_swap = on_swap
+        self.on_refuse = on_refuse
+        self.log = structlog.get_logger("triage.reload")
+        self.refused: set[tuple[str, str]] = set()
+        self._next_check = time.monotonic() + settings.reload_interval_s
+        self._pending: tuple[tuple[str, str], Future] | None = None
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-reload")
+
+    def _current(self) -> tuple[str, str]:
+        versions = self.processor.model.versions
+        return versions.intent, versions.sentiment
+
+    def _on_disk(self) -> tuple[str, str] | None:
+        try:
+            return (read_manifest(self.settings.model_dir / "intent").version,
+                    read_manifest(self.settings.model_dir / "sentiment").version)
+        except ModelError:
+            return None  # mid-write or removed: look again later
+
+    def tick(self) -> None:
+        """Called by the runner between batches: finish a pending load, or look for a new version."""
+        if self._pending is not None:
+            self._complete()
+            return
+        if self.settings.reload_interval_s <= 0 or time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + self.settings.reload_interval_s
+        versions = self._on_disk()
+        if versions is None or versions == self._current() or versions in self.refused:
+            return
+        self.log.info("model_reload_started", intent=versions[0], sentiment=versions[1])
+        self._pending = (versions, self._loader.submit(self._load_and_check))
+
+    def _load_and_check(self) -> TriageModel:
+        s = self.settings
+        model = TriageModel.load(s.model_dir, s.device, top_k=s.top_k, batch_size=s.inference_batch_size)
+        predictions = model.predict(CANARY_TEXTS)
+        scores = [p.intent.confidence for p in predictions] + [p.sentiment.score for p in predictions]
+        if len(predictions) != len(CANARY_TEXTS) or not np.isfinite(scores).all():
+            raise ModelError("the new model failed its canary predictions")
+        return model
+
+    def _complete(self) -> None:
+        versions, future = self._pending
+        if not future.done():
+            return
+        self._pending = None
+        try:
+            model = future.result()
+        except Exception as exc:  # any failure of a new model keeps the old one serving
+            self.refused.add(versions)
+            self.log.error("model_reload_refused", intent=versions[0], sentiment=versions[1],
+                           error=f"{type(exc).__name__}: {exc}"[:300], serving=list(self._current()))
+            if self.on_refuse:
+                self.on_refuse()
+            return
+        self.processor.model = model
+        self.log.info("model_reloaded", intent=model.versions.intent, sentiment=model.versions.sentiment)
+        if self.on_swap:
+            self.on_swap(model)
+
+    def close(self) -> None:
+        self._loader.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,122 @@
+"""Metrics, health and hot reload of a real `triage run` process."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from model.artifacts import read_manifest, write_manifest
+from tests.fakes import BAD_RECORDS
+from tests.harness import Service, inquiries, read_outputs, wait_for_topics, wait_until
+from tests.kafka_client import produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def metrics_port(service: Service) -> int:
+    wait_until(lambda: any(l.get("event") == "metrics_listening" for l in service.log_lines()), 60, "metrics port")
+    return next(l["port"] for l in service.log_lines() if l.get("event") == "metrics_listening")
+
+
+def samples(port: int) -> dict[tuple, float]:
+    _, body = get(port, "/metrics")
+    found = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def total(found: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in found.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))
+
+
+def test_metrics_match_an_independent_count_and_readyz_waits_for_assignment(bootstrap_servers, tiny_model_dir,
+                                                                           topics, tmp_path):
+    service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=16)
+    port = metrics_port(service)
+    assert get(port, "/healthz")[0] == 200
+    readiness = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        status, body = get(port, "/readyz")
+        readiness.append((datetime.now().astimezone(), status, orjson.loads(body)))
+        if status == 200:
+            break
+        time.sleep(0.05)
+    assert readiness[0][1] == 503 and readiness[-1][1] == 200
+    assigned_at = next(datetime.fromisoformat(l["timestamp"]) for l in service.log_lines()
+                       if l.get("event") == "partitions_assigned")
+    first_ready = next(when for when, status, _ in readiness if status == 200)
+    assert first_ready >= assigned_at, "ready only once partitions are assigned"
+    assert not readiness[0][2]["checks"]["partitions_assigned"]
+
+    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
+    bad = [(b"bad", value, []) for value, _ in BAD_RECORDS.values()]
+    produce(bootstrap_servers, topics["input_topic"], inquiries(0, 150) + bad)
+    found = read_outputs(bootstrap_servers, topics, expected=150 + len(bad), timeout_s=120)
+    wait_until(lambda: total(samples(port), "triage_events_consumed_total") >= 150 + len(bad), 30, "metrics")
+    m = samples(port)
+    counts = {name: sum(1 for r in found if r.topic == topics[name]) for name in ("auto_topic", "human_topic", "dlq_topic")}
+    assert total(m, "triage_events_routed_total", route="auto_response") == counts["auto_topic"] > 0
+    assert total(m, "triage_events_routed_total", route="human_agent") == counts["human_topic"] > 0
+    assert total(m, "triage_dead_letters_total") == counts["dlq_topic"] == len(bad)
+    assert total(m, "triage_dead_letters_total", reason="InvalidJson") == 1
+    assert total(m, "triage_events_consumed_total") == 150 + len(bad)
+    assert total(m, "triage_end_to_end_latency_seconds_count") == 150 + len(bad)
+    assert total(m, "triage_batch_size_count") >= 1 and total(m, "triage_inference_seconds_count") >= 1
+    assert total(m, "triage_consumer_lag", topic=topics["input_topic"]) == 0
+    info = [labels for (name, labels) in m if name == "triage_model_info"]
+    assert dict(info[0])["intent"] == "intent-tiny-test-0"
+    assert service.terminate() == 0
+
+
+def bump_version(directory, version: str) -> None:
+    manifest = read_manifest(directory)
+    write_manifest(directory, manifest.model_copy(update={"version": version}))
+
+
+def versions_in(records) -> list[str]:
+    return [orjson.loads(r.value)["triage"]["model"]["intent"] for r in records if r.value and b'"triage"' in r.value]
+
+
+def test_hot_reload_swaps_good_models_and_refuses_bad_ones(bootstrap_servers, tiny_model_dir, topics, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, models)
+    service = Service(bootstrap_servers, models, topics, tmp_path / "service.log", batch_size=16,
+                      reload_interval_s=1)
+    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
+    produce(bootstrap_servers, topics["input_topic"], inquiries(0, 10))
+    assert set(versions_in(read_outputs(bootstrap_servers, topics, expected=10))) == {"intent-tiny-test-0"}
+
+    bump_version(models / "intent", "intent-v2")
+    bump_version(models / "sentiment", "sentiment-v2")
+    wait_until(lambda: any(l.get("event") == "model_reloaded" for l in service.log_lines()), 60, "the reload")
+    produce(bootstrap_servers, topics["input_topic"], inquiries(10, 10))
+    outputs = read_outputs(bootstrap_servers, topics, expected=20)
+    assert versions_in(outputs).count("intent-v2") == 10
+
+    (models / "intent" / "model.safetensors").write_bytes(b"not a model")
+    bump_version(models / "intent", "intent-v3-broken")
+    wait_until(lambda: any(l.get("event") == "model_reload_refused" for l in service.log_lines()), 60, "refusal")
+    produce(bootstrap_servers, topics["input_topic"], inquiries(20, 10))
+    outputs = read_outputs(bootstrap_servers, topics, expected=30)
+    assert versions_in(outputs).count("intent-v2") == 20 and "intent-v3-broken" not in versions_in(outputs)
+    assert service.alive() and service.terminate() == 0
+    events = [l.get("event") for l in service.log_lines()]
+    assert events.count("partitions_assigned") == 1, "reloads never leave the group"
