@@ -101,6 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model-dir", type=Path, default=Path("artifacts"), help="artifacts directory (artifacts)")
     bench.set_defaults(handler=_cmd_bench)
 
+    topics = sub.add_parser("topics", help="topic administration for operators")
+    topics_sub = topics.add_subparsers(title="actions", metavar="ACTION")
+    create = topics_sub.add_parser("create", help="create the input, routing and DLQ topics that are missing",
+                                   description="Topic names and connection settings come from the same flags and "
+                                               "TRIAGE_* variables as `triage run`.")
+    for flag, field, kind, text in RUN_OPTIONS:
+        if field in ("bootstrap_servers", "input_topic", "auto_topic", "human_topic", "dlq_topic",
+                     "security_protocol", "sasl_mechanism", "sasl_username", "ssl_ca_location"):
+            create.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    create.add_argument("--partitions", dest="topic_partitions", type=int, default=None, help="partitions (3)")
+    create.add_argument("--replication", dest="topic_replication", type=int, default=None,
+                        help="replication factor (1; use 3 on a production cluster)")
+    create.add_argument("--retention-ms", type=int, default=None, help="retention of the routing topics")
+    create.add_argument("--dlq-retention-ms", type=int, default=30 * 24 * 3600 * 1000,
+                        help="retention of the DLQ (30 days), long enough to inspect and replay")
+    create.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                        help="any librdkafka property for the admin client (repeatable)")
+    create.set_defaults(handler=_cmd_topics_create)
+
     sub.add_parser("train", help="train the intent or sentiment model (triage train --help)", add_help=False)
     sub.add_parser("evaluate", help="evaluate a model on a CSV (triage evaluate --help)", add_help=False)
     return parser
@@ -109,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace):
     from consumer.settings import Settings
 
-    overrides = {field: getattr(args, field) for _, field, _, _ in RUN_OPTIONS if getattr(args, field, None) is not None}
+    fields = [field for _, field, _, _ in RUN_OPTIONS] + ["topic_partitions", "topic_replication"]
+    overrides = {field: getattr(args, field) for field in fields if getattr(args, field, None) is not None}
     if getattr(args, "create_topics", None) is not None:
         overrides["create_topics"] = args.create_topics
     if getattr(args, "kafka_property", None):
@@ -188,6 +208,23 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             print(f"  sentiment: {prediction.sentiment.label} {prediction.sentiment.score:.2f}")
             print(f"  route:     {route} ({', '.join(reasons)})")
     sys.stdout.flush()
+    return 0
+
+
+def _cmd_topics_create(args: argparse.Namespace) -> int:
+    from consumer.logs import configure_logging
+    from consumer.topics import ensure_topics
+
+    configure_logging("auto", "warning", sys.stderr)
+    settings = settings_from_args(args)
+    routing = {"retention.ms": str(args.retention_ms)} if args.retention_ms else {}
+    configs = {settings.auto_topic: routing, settings.human_topic: routing,
+               settings.dlq_topic: {"retention.ms": str(args.dlq_retention_ms)}}
+    topics = [settings.input_topic, *settings.output_topics]
+    created = ensure_topics(settings.admin_config(), topics, settings.topic_partitions, settings.topic_replication,
+                            configs=configs)
+    for topic in topics:
+        print(f"{topic}: {'created' if topic in created else 'exists'}")
     return 0
 
 

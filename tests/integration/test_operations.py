@@ -120,3 +120,19 @@ def test_hot_reload_swaps_good_models_and_refuses_bad_ones(bootstrap_servers, ti
     assert service.alive() and service.terminate() == 0
     events = [l.get("event") for l in service.log_lines()]
     assert events.count("partitions_assigned") == 1, "reloads never leave the group"
+
+
+def test_topics_create_command(bootstrap_servers, topics, capsys):
+    from confluent_kafka.admin import AdminClient
+
+    from consumer.cli import main
+
+    args = ["topics", "create", "--bootstrap-servers", bootstrap_servers, "--partitions", "2"]
+    for name in ("input_topic", "auto_topic", "human_topic", "dlq_topic"):
+        args += ["--" + name.replace("_", "-"), topics[name]]
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("created") == 4
+    metadata = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(timeout=10).topics
+    assert len(metadata[topics["dlq_topic"]].partitions) == 2
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("exists") == 4

@@ -1,0 +1,105 @@
+"""Train a tiny BERT through the real training code, then load and evaluate the artifact."""
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from training import data as bitext
+from training.cli import main
+from training.paths import DATA_DIR, default_base_model
+
+ROWS_PER_RELEASE = 120
+
+
+def _subset(src: Path, dst: Path, n: int, seed: int) -> None:
+    """The header plus ``n`` seeded random rows of a Bitext CSV (keeps the BOM of the 8k file)."""
+    raw = src.read_bytes()
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    with open(src, encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle))
+    body = random.Random(seed).sample(rows[1:], n)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as handle:
+        csv.writer(handle).writerows([rows[0], *body])
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-base")
+    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    for i, rel in enumerate((bitext.BITEXT_8K, bitext.BITEXT_4K5)):
+        _subset(DATA_DIR / rel, root / rel, ROWS_PER_RELEASE, seed=i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_base, tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("artifact") / "intent"
+    argv = ["train", "intent", "--base-model", str(tiny_base), "--data-dir", str(tiny_data), "--output", str(out),
+            "--epochs", "2", "--batch-size", "16", "--max-length", "32", "--train-on", "8k", "--seed", "1"]
+    assert main(argv) == 0
+    return out
+
+
+def test_artifact_loads_with_pipeline(trained):
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(trained))
+    label = classify("where is my order?")[0]["label"]
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert label in manifest["labels"]
+    assert manifest["task"] == "intent" and manifest["version"].startswith("intent-")
+    assert set(manifest["categories"]) == set(manifest["labels"])
+    assert manifest["temperature"] > 0
+    assert {"ece_before", "ece_after"} <= set(manifest["metrics"]["calibration"])
+    assert {d["role"] for d in manifest["data"]} == {"train", "validation"}
+
+
+def _csv(path: Path, rows) -> Path:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([("message", "gold"), *rows])
+    return path
+
+
+def test_evaluate_json(trained, tmp_path, capsys):
+    labels = json.loads((trained / "manifest.json").read_text())["labels"]
+    data = _csv(tmp_path / "eval.csv", [("cancel my order", labels[0]), ("refund please", labels[1]),
+                                       ("talk to a human", labels[0])])
+    code = main(["evaluate", "intent", "--model", str(trained), "--data", str(data), "--text-column", "message",
+                 "--label-column", "gold", "--json", "--report", str(tmp_path / "report")])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "macro_f1", "per_class", "n", "ece"} <= set(result)
+    assert result["n"] == 3
+    assert (tmp_path / "report" / "confusion.png").stat().st_size > 0
+    assert "accuracy" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_evaluate_unknown_labels(trained, tmp_path, capsys):
+    data = _csv(tmp_path / "bad.csv", [("hello", "not_an_intent"), ("bye", "also_unknown")])
+    code = main(["evaluate", "intent", "--model", str(trained), "--data", str(data), "--text-column", "message",
+                 "--label-column", "gold", "--json"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not_an_intent" in err and "also_unknown" in err
+
+
+def test_evaluate_wrong_task(trained, tmp_path, capsys):
+    data = _csv(tmp_path / "s.csv", [("hello", "neutral")])
+    assert main(["evaluate", "sentiment", "--model", str(trained), "--data", str(data), "--text-column", "message",
+                 "--label-column", "gold"]) == 2
