@@ -39,10 +39,10 @@ def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     if kind == "external":
         yield os.environ["TRIAGE_TEST_BOOTSTRAP"]
     elif kind == "testcontainers":
-        from testcontainers.kafka import KafkaContainer
+        from tests.brokers import apache_kafka
 
-        with KafkaContainer("apache/kafka:3.9.1").with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
+        with apache_kafka() as bootstrap:
+            yield bootstrap
     else:
         from consumer.broker import EmbeddedBroker
 
