@@ -1,0 +1,86 @@
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from model import ArtifactError, InferenceError, TextClassifier, TriageModel, choose_device
+from model.artifacts import read_manifest, write_manifest
+
+
+def test_artifact_loads_with_a_plain_transformers_pipeline(tiny_model_dir):
+    classify = pipeline("text-classification", model=str(tiny_model_dir / "intent"))
+    assert classify("i want a refund thanks")[0]["label"] == "get_refund"
+
+
+def test_predict_is_batch_first_and_in_input_order(tiny_model):
+    texts = ["track my order thanks", "i want a refund", "my password is awful", "talk to an agent please"] * 20
+    predictions = tiny_model.predict(texts)
+    assert [p.intent.label for p in predictions[:4]] == ["track_order", "get_refund", "recover_password",
+                                                         "contact_human_agent"]
+    assert all(len(p.intent.top_k) == 3 for p in predictions)
+    assert all(abs(sum(p.sentiment.scores.values()) - 1) < 1e-3 for p in predictions)
+    one_by_one = [tiny_model.predict([t])[0].intent.label for t in texts[:4]]
+    assert one_by_one == [p.intent.label for p in predictions[:4]]
+    assert tiny_model.predict([]) == []
+
+
+def test_temperature_from_the_manifest_is_applied(tiny_model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_model_dir / "intent", tmp_path / "intent")
+    manifest = read_manifest(tmp_path / "intent")
+    write_manifest(tmp_path / "intent", manifest.model_copy(update={"temperature": 4.0}))
+    cool, hot = TextClassifier.load(tiny_model_dir / "intent"), TextClassifier.load(tmp_path / "intent")
+    text = ["i want a refund thanks"]
+    np.testing.assert_allclose(cool.logits(text), hot.logits(text))
+    assert hot.predict_proba(text).max() < cool.predict_proba(text).max()
+
+
+class NanNetwork(torch.nn.Module):
+    def forward(self, input_ids, **_kwargs):
+        return SimpleNamespace(logits=torch.full((input_ids.shape[0], 3), float("nan")))
+
+
+class ExplodingNetwork(torch.nn.Module):
+    def forward(self, input_ids, **_kwargs):
+        raise RuntimeError(f"cannot handle {input_ids.tolist()} 'secret customer words'")
+
+
+def test_non_finite_scores_raise_inference_error(tiny_model, monkeypatch):
+    monkeypatch.setattr(tiny_model.sentiment, "network", NanNetwork())
+    with pytest.raises(InferenceError, match="non-finite"):
+        tiny_model.predict(["i want a refund"])
+
+
+def test_a_model_exception_never_quotes_the_input(tiny_model, monkeypatch):
+    monkeypatch.setattr(tiny_model.intent, "network", ExplodingNetwork())
+    with pytest.raises(InferenceError) as info:
+        tiny_model.predict(["secret customer words"])
+    assert "secret" not in str(info.value)
+
+
+def test_inconsistent_artifacts_are_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_model_dir / "intent", tmp_path / "intent")
+    manifest = read_manifest(tmp_path / "intent")
+    write_manifest(tmp_path / "intent", manifest.model_copy(update={"labels": list(reversed(manifest.labels))}))
+    with pytest.raises(ArtifactError, match="does not match"):
+        TextClassifier.load(tmp_path / "intent")
+    with pytest.raises(ArtifactError, match="train a model first"):
+        TriageModel.load(tmp_path / "missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not a valid manifest"):
+        TextClassifier.load(tmp_path / "bad")
+
+
+def test_device_choice():
+    choice = choose_device("cpu")
+    assert choice.device == torch.device("cpu")
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert (choice.autocast_dtype == torch.bfloat16) == (capability.startswith("AVX512") or "AMX" in capability)
+    with pytest.raises(ValueError):
+        choose_device("tpu")
