@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from consumer.broker import EmbeddedBroker  # noqa: E402
 from schemas import EnrichedEvent  # noqa: E402
 from schemas.deadletter import DeadLetterHeaders  # noqa: E402
-from tests.harness import Reconciliation, Service, read_outputs, wait_for_topics, wait_until  # noqa: E402
+from tests.harness import (  # noqa: E402
+    Reconciliation, Service, metrics_port, read_outputs, samples, total, wait_for_topics, wait_until,
+)
 from tests.kafka_client import produce  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +61,9 @@ def stream(model_dir: Path, work: Path) -> dict:
         good = records(0, 500)
         produce(broker.bootstrap_servers, names["input_topic"], good[:250] + [(b"bad", v, []) for v in BAD] + good[250:])
         found = read_outputs(broker.bootstrap_servers, names, expected=507, timeout_s=300)
+        port = metrics_port(service)
+        wait_until(lambda: total(samples(port), "triage_events_consumed_total") >= 507, 60, "metrics to catch up")
+        scraped = samples(port)
         code = service.terminate()
     routed = [r for r in found if r.topic != names["dlq_topic"]]
     events = [EnrichedEvent.model_validate(orjson.loads(r.value)) for r in routed]
@@ -72,9 +77,19 @@ def stream(model_dir: Path, work: Path) -> dict:
         "topic_matches_route": topic_ok, "dlq": len(letters),
         "dlq_classes": sorted(letter.error_class for letter in letters), "exit_code": code,
         "order_violations": len(result.order_violations),
+        "metrics": {
+            "consumed": total(scraped, "triage_events_consumed_total"),
+            "auto_response": total(scraped, "triage_events_routed_total", route="auto_response"),
+            "human_agent": total(scraped, "triage_events_routed_total", route="human_agent"),
+            "dead_letters": total(scraped, "triage_dead_letters_total"),
+        },
     }
+    metrics_match = report["metrics"] == {"consumed": 507, "auto_response": report["auto_response"],
+                                          "human_agent": report["human_agent"], "dead_letters": len(letters)}
+    report["metrics_match_independent_count"] = metrics_match
     report["ok"] = (report["routed"] == 500 and not result.lost and result.duplicates == 0 and topic_ok
-                    and report["auto_response"] > 0 and report["human_agent"] > 0 and len(letters) == 7 and code == 0)
+                    and report["auto_response"] > 0 and report["human_agent"] > 0 and len(letters) == 7 and code == 0
+                    and metrics_match)
     return report
 
 

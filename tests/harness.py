@@ -11,8 +11,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import urllib.error
+import urllib.request
+
 import orjson
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kafka_client import Record, consume
 
@@ -135,3 +139,29 @@ def read_outputs(bootstrap: str, topics: dict[str, str], expected: int, timeout_
                  settle_s: float = 3.0) -> list[Record]:
     names = [topics["auto_topic"], topics["human_topic"], topics["dlq_topic"]]
     return consume(bootstrap, names, expected=expected, timeout_s=timeout_s, settle_s=settle_s)
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def metrics_port(service: Service) -> int:
+    wait_until(lambda: any(line.get("event") == "metrics_listening" for line in service.log_lines()), 60, "metrics port")
+    return next(line["port"] for line in service.log_lines() if line.get("event") == "metrics_listening")
+
+
+def samples(port: int) -> dict[tuple, float]:
+    _, body = get(port, "/metrics")
+    found = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def total(found: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in found.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))

@@ -4,46 +4,17 @@ from __future__ import annotations
 
 import shutil
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from model.artifacts import read_manifest, write_manifest
 from tests.fakes import BAD_RECORDS
-from tests.harness import Service, inquiries, read_outputs, wait_for_topics, wait_until
+from tests.harness import Service, get, inquiries, metrics_port, read_outputs, samples, total, wait_for_topics, wait_until
 from tests.kafka_client import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def metrics_port(service: Service) -> int:
-    wait_until(lambda: any(l.get("event") == "metrics_listening" for l in service.log_lines()), 60, "metrics port")
-    return next(l["port"] for l in service.log_lines() if l.get("event") == "metrics_listening")
-
-
-def samples(port: int) -> dict[tuple, float]:
-    _, body = get(port, "/metrics")
-    found = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def total(found: dict, name: str, **labels) -> float:
-    return sum(v for (n, ls), v in found.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))
 
 
 def test_metrics_match_an_independent_count_and_readyz_waits_for_assignment(bootstrap_servers, tiny_model_dir,

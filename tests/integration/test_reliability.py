@@ -51,12 +51,19 @@ def start(bootstrap, model_dir, topics, tmp_path, name: str) -> Service:
                    topic_partitions=PARTITIONS)
 
 
+def streaming_into_a_service(bootstrap, model_dir, topics, tmp_path, count: int, rate_per_s: float,
+                             routed_first: int, **settings) -> tuple[Service, threading.Thread]:
+    """Start a service, stream ``count`` inquiries at it, return once it has routed ``routed_first``."""
+    first = Service(bootstrap, model_dir, topics, tmp_path / "first.log", batch_size=BATCH,
+                    topic_partitions=PARTITIONS, **settings)
+    wait_for_topics(bootstrap, list(topics.values())[:4], service=first)
+    producer = stream(bootstrap, topics["input_topic"], inquiries(0, count), rate_per_s=rate_per_s)
+    wait_until(lambda: first.routed_count() >= routed_first, 90, f"the first service to route {routed_first}")
+    return first, producer
+
+
 def test_kill9_mid_stream_then_restart_loses_nothing(bootstrap_servers, tiny_model_dir, topics, tmp_path):
-    records = inquiries(0, 2000)
-    first = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "first")
-    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=first)
-    producer = stream(bootstrap_servers, topics["input_topic"], records, rate_per_s=400)
-    wait_until(lambda: first.routed_count() >= 300, 90, "the first service to route 300")
+    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 2000, 400, 300)
     first.kill9()
     routed_before_kill = first.routed_count()
     second = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "second")
@@ -71,11 +78,7 @@ def test_kill9_mid_stream_then_restart_loses_nothing(bootstrap_servers, tiny_mod
 
 def test_sigterm_mid_stream_exits_zero_then_restart_has_no_duplicates(bootstrap_servers, tiny_model_dir, topics,
                                                                       tmp_path):
-    records = inquiries(0, 2000)
-    first = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "first")
-    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=first)
-    producer = stream(bootstrap_servers, topics["input_topic"], records, rate_per_s=400)
-    wait_until(lambda: first.routed_count() >= 300, 90, "the first service to route 300")
+    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 2000, 400, 300)
     began = time.monotonic()
     assert first.terminate(timeout_s=30) == 0
     stop_seconds = time.monotonic() - began
@@ -92,11 +95,7 @@ def test_sigterm_mid_stream_exits_zero_then_restart_has_no_duplicates(bootstrap_
 
 
 def test_consumer_joining_and_leaving_mid_stream(bootstrap_servers, tiny_model_dir, topics, tmp_path):
-    records = inquiries(0, 2400)
-    first = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "first")
-    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=first)
-    producer = stream(bootstrap_servers, topics["input_topic"], records, rate_per_s=300)
-    wait_until(lambda: first.routed_count() >= 200, 90, "the first service to route 200")
+    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 2400, 300, 200)
     second = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "second")
     wait_until(lambda: second.routed_count() >= 50, 90, "the second member to take partitions and route")
     assert second.terminate() == 0  # leaves the group: its partitions go back to the first
@@ -230,12 +229,8 @@ def test_hostile_input_right_outcome_each_time_and_bounded_memory(bootstrap_serv
 
 
 def test_exactly_once_mode_commits_outputs_and_offsets_together(bootstrap_servers, tiny_model_dir, topics, tmp_path):
-    records = inquiries(0, 1200)
-    first = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "first.log", batch_size=BATCH,
-                    processing_guarantee="exactly_once")
-    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=first)
-    producer = stream(bootstrap_servers, topics["input_topic"], records, rate_per_s=400)
-    wait_until(lambda: first.routed_count() >= 200, 90, "the first service to route 200")
+    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 1200, 400, 200,
+                                               processing_guarantee="exactly_once")
     assert first.terminate(timeout_s=30) == 0
     second = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "second.log", batch_size=BATCH,
                      processing_guarantee="exactly_once")
