@@ -62,3 +62,11 @@ def topics() -> dict[str, str]:
         "dlq_topic": f"inquiries-{run}.dlq",
         "group_id": f"triage-{run}",
     }
+
+
+@pytest.fixture(autouse=True)
+def _no_service_outlives_its_test():
+    yield
+    from tests.harness import Service
+
+    Service.kill_all()

@@ -27,7 +27,9 @@ TEXTS = [
 
 
 class Service:
-    """One `triage run` process with its own log file."""
+    """One `triage run` process with its own log file. ``Service.running`` tracks them for clean-up."""
+
+    running: list[Service] = []
 
     def __init__(self, bootstrap: str, model_dir: Path, topics: dict[str, str], log_path: Path, **settings: str):
         env = {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "TRIAGE_LOG_FORMAT": "json", "TRIAGE_METRICS_PORT": "0",
@@ -39,6 +41,15 @@ class Service:
             command += ["--" + name.replace("_", "-"), value]
         self.log_path = log_path
         self.process = subprocess.Popen(command, env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+        Service.running.append(self)
+
+    @classmethod
+    def kill_all(cls) -> None:
+        """Stop what a failed test left running, so no process outlives its test."""
+        for service in cls.running:
+            if service.alive():
+                service.kill9()
+        cls.running.clear()
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -95,11 +95,15 @@ def test_sigterm_mid_stream_exits_zero_then_restart_has_no_duplicates(bootstrap_
 
 
 def test_consumer_joining_and_leaving_mid_stream(bootstrap_servers, tiny_model_dir, topics, tmp_path):
-    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 2400, 300, 200)
+    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 1200, 300, 200)
     second = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "second")
-    wait_until(lambda: second.routed_count() >= 50, 90, "the second member to take partitions and route")
-    assert second.terminate() == 0  # leaves the group: its partitions go back to the first
+    wait_until(lambda: any(line.get("event") == "partitions_assigned" and line["partitions"]
+                           for line in second.log_lines()), 90, "the second member to take partitions")
     producer.join(60)
+    produce(bootstrap_servers, topics["input_topic"], inquiries(1200, 800))  # work for both members
+    wait_until(lambda: second.routed_count() > 0, 90, "the second member to route")
+    assert second.terminate() == 0  # leaves the group: its partitions go back to the first
+    produce(bootstrap_servers, topics["input_topic"], inquiries(2000, 400))
     result = reconcile_until_complete(bootstrap_servers, topics, {f"ev-{i}" for i in range(2400)})
     assert first.terminate() == 0
     assert not result.lost
