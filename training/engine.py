@@ -1,0 +1,153 @@
+"""A plain PyTorch fine-tuning loop: AdamW, linear warmup, dynamic padding, length-bucketed batches."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one fine-tuning run."""
+
+    epochs: float = 3.0
+    lr: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 64
+    seed: int = 13
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated, unpadded."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of indices with similar lengths (sorted within chunks of 50 batches)."""
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort([lengths[i] for i in part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(ids: list[list[int]], index: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the selected sequences to the longest of them."""
+    rows = [ids[i] for i in index]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for n, row in enumerate(rows):
+        input_ids[n, : len(row)] = torch.tensor(row)
+        mask[n, : len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def make_optimizer(model, config: TrainConfig, total_steps: int):
+    """AdamW (no decay on biases/LayerNorm) with linear warmup then linear decay."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    warmup = max(1, int(total_steps * config.warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    config: TrainConfig,
+    device,
+    class_weights: Sequence[float] | None = None,
+    desc: str = "train",
+) -> dict:
+    """Fine-tune ``model`` in place; returns timing and loss statistics."""
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+    ids = encode(tokenizer, texts, config.max_length)
+    target = torch.tensor(list(labels), dtype=torch.long)
+    weight = torch.tensor(class_weights, dtype=torch.float32, device=device.device) if class_weights else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    steps_per_epoch = -(-len(ids) // config.batch_size)
+    total = max(1, round(steps_per_epoch * config.epochs))
+    optimizer, scheduler = make_optimizer(model, config, total)
+    model.to(device.device).train()
+    started, step, losses = time.perf_counter(), 0, []
+    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True) as bar:
+        while step < total:
+            for index in bucketed_batches([len(x) for x in ids], config.batch_size, rng):
+                if step >= total:
+                    break
+                batch = {k: v.to(device.device) for k, v in collate(ids, index, tokenizer.pad_token_id).items()}
+                with autocast_for(device.device, device.autocast_dtype):
+                    logits = model(**batch).logits
+                loss = loss_fn(logits.float(), target[index].to(device.device))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    model.eval()
+    return {"steps": total, "train_seconds": round(time.perf_counter() - started, 1), "final_loss": float(np.mean(losses[-50:]))}
+
+
+@torch.inference_mode()
+def predict_logits(model, tokenizer, texts: Sequence[str], device, max_length: int, batch_size: int = 128) -> np.ndarray:
+    """Raw logits (float32) in input order, batched by length."""
+    model.to(device.device).eval()
+    ids = encode(tokenizer, texts, max_length)
+    out = np.empty((len(ids), model.config.num_labels), dtype=np.float32)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    with autocast_for(device.device, device.autocast_dtype):
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = {k: v.to(device.device) for k, v in collate(ids, index, tokenizer.pad_token_id).items()}
+            out[index] = model(**batch).logits.float().cpu().numpy()
+    return out

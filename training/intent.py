@@ -1,0 +1,108 @@
+"""``triage train intent``: fine-tune on Bitext, validate across releases, calibrate, save."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training import data as bitext
+from training.artifact import data_file, save_artifact
+from training.calibration import calibration_report, fit_temperature, softmax
+from training.engine import TrainConfig, predict_logits, seed_everything, train
+from training.metrics import classification_metrics, summary
+from training.modeling import load_base, pick_device
+
+INTENT_DEFAULTS = TrainConfig(epochs=3.0, lr=1e-4, batch_size=32, max_length=64, seed=13)
+
+
+@dataclass(frozen=True)
+class IntentSplit:
+    train: list[bitext.Inquiry]
+    held_out: list[bitext.Inquiry]
+    held_out_role: str  # "validation" (the other release) or "calibration" (a seeded slice)
+    files: list  # DataFile records
+
+
+def stratified_holdout(items: list[bitext.Inquiry], share: float, seed: int):
+    """Split off ``share`` of each intent (seeded); used only for calibration, not as validation."""
+    by_intent: dict[str, list] = defaultdict(list)
+    for item in items:
+        by_intent[item.intent].append(item)
+    rng = random.Random(seed)
+    keep, hold = [], []
+    for intent in sorted(by_intent):
+        group = by_intent[intent][:]
+        rng.shuffle(group)
+        cut = max(1, round(len(group) * share))
+        hold += group[:cut]
+        keep += group[cut:]
+    return keep, hold
+
+
+def _file_rows(items: list[bitext.Inquiry]) -> int:
+    """Rows read from the file (after de-duplication), not counting {{Slot}} copies."""
+    return sum(item.source != "4k5-slots" for item in items)
+
+
+def make_split(data_dir: Path, train_on: str, slot_augment: bool, seed: int) -> IntentSplit:
+    """``train_on`` = 8k or 4k5 validates on the other release; ``both`` holds out 10% for calibration."""
+    paths = {name: Path(data_dir) / rel for name, rel in bitext.RELEASES.items()}
+    releases = {name: bitext.load_release(data_dir, name, slot_augment) for name in paths}
+    if train_on == "both":
+        combined = bitext.dedupe(releases["8k"] + releases["4k5"])
+        train_rows, held = stratified_holdout(combined, 0.1, seed)
+        files = [data_file(paths[n], _file_rows(releases[n]), "train") for n in ("8k", "4k5")]
+        return IntentSplit(train_rows, held, "calibration", files)
+    if train_on not in releases:
+        raise ValueError(f"--train-on must be both, 8k or 4k5, not {train_on!r}")
+    other = "4k5" if train_on == "8k" else "8k"
+    train_rows = releases[train_on]
+    plain_other = bitext.load_release(data_dir, other, slot_augment=False)
+    held = bitext.without_texts(plain_other, train_rows)
+    files = [data_file(paths[train_on], _file_rows(train_rows), "train"), data_file(paths[other], len(held), "validation")]
+    return IntentSplit(train_rows, held, "validation", files)
+
+
+def train_intent(
+    data_dir: Path,
+    output: Path,
+    base_model: str,
+    config: TrainConfig = INTENT_DEFAULTS,
+    train_on: str = "both",
+    slot_augment: bool = True,
+):
+    """Train, calibrate and save an intent artifact; returns its Manifest."""
+    split = make_split(data_dir, train_on, slot_augment, config.seed)
+    categories = bitext.category_map(split.train + split.held_out)
+    labels = sorted(categories)
+    label_id = {label: i for i, label in enumerate(labels)}
+    seed_everything(config.seed)  # the new classification head is initialised here
+    model, tokenizer = load_base(base_model, labels)
+    device = pick_device()
+    print(f"intent: {len(split.train)} training texts, {len(split.held_out)} {split.held_out_role} texts, "
+          f"{len(labels)} intents, device {device.description}")
+    stats = train(model, tokenizer, [x.text for x in split.train], [label_id[x.intent] for x in split.train],
+                  config, device, desc="intent")
+    gold = np.array([label_id[x.intent] for x in split.held_out])
+    logits = predict_logits(model, tokenizer, [x.text for x in split.held_out], device, config.max_length)
+    temperature = fit_temperature(logits, gold)
+    held_metrics = classification_metrics(softmax(logits, temperature), gold, labels)
+    metrics = {
+        split.held_out_role: summary(held_metrics),
+        f"{split.held_out_role}_per_class": held_metrics["per_class"],
+        "calibration": calibration_report(logits, gold, temperature),
+        "training": stats | {"device": device.description},
+    }
+    hparams = config.as_dict() | {"train_on": train_on, "slot_augment": slot_augment}
+    manifest = save_artifact(output, model, tokenizer, {
+        "task": "intent", "base_model": base_model, "labels": labels, "categories": categories,
+        "temperature": temperature, "max_length": config.max_length, "data": split.files,
+        "hyperparameters": hparams, "metrics": metrics,
+    })
+    print(f"intent: {split.held_out_role} accuracy {held_metrics['accuracy']:.4f}, "
+          f"T={temperature:.3f}, saved {output} ({manifest.version})")
+    return manifest

@@ -1,0 +1,132 @@
+"""Regenerate reports/results.md: cross-release intent accuracy and sentiment per validation source.
+
+Every number goes through :func:`training.evaluate.evaluate_csv`, the code behind ``triage evaluate``:
+the validation sets are written as CSVs under reports/tmp/ first. ``--train-missing`` trains the
+cross-release intent models (``--train-on 8k`` / ``4k5``) when their directories are absent.
+
+    python -m training.report [--train-missing]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from training.paths import ARTIFACTS_DIR, DATA_DIR, REPORTS_DIR
+
+CROSS_RELEASE = {"8k": "4k5", "4k5": "8k"}  # trained on -> validated on
+CALIBRATION_SOURCE = "tweeteval-val"  # training.sentiment_data.CALIBRATION_SOURCE (kept import-free)
+SENTIMENT_SOURCES = ("tweeteval-val", "tweeteval-test", "bitext-4k5", "goemotions-test", "probe")
+
+
+def write_csv(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *rows])
+    return path
+
+
+def intent_validation_csv(data_dir: Path, trained_on: str, tmp: Path) -> Path:
+    """The other release, minus texts that also occur in the training release."""
+    from training import data as bitext
+
+    held = bitext.without_texts(bitext.load_release(data_dir, CROSS_RELEASE[trained_on]),
+                                bitext.load_release(data_dir, trained_on, slot_augment=True))
+    return write_csv(tmp / f"intent-{CROSS_RELEASE[trained_on]}.csv", [(x.text, x.intent) for x in held])
+
+
+def sentiment_csv(data_dir: Path, source: str, tmp: Path) -> Path:
+    from training.sentiment_data import VALIDATION_SOURCES
+
+    rows = VALIDATION_SOURCES[source][0](data_dir)
+    return write_csv(tmp / f"sentiment-{source}.csv", [(r.text, r.label) for r in rows])
+
+
+def ensure_cross_release_model(release: str, artifacts: Path, data_dir: Path, train_missing: bool) -> Path | None:
+    directory = artifacts / f"intent-{release}"
+    if not (directory / "manifest.json").is_file() and train_missing:
+        from training.cli import main
+
+        main(["train", "intent", "--train-on", release, "--output", str(directory), "--data-dir", str(data_dir)])
+    return directory if (directory / "manifest.json").is_file() else None
+
+
+def intent_section(artifacts: Path, data_dir: Path, tmp: Path, train_missing: bool) -> list[str]:
+    from training.evaluate import evaluate_csv
+
+    lines = ["## Intent: cross-release validation", "",
+             "Trained on one Bitext release, scored on the other (texts shared by both removed).", "",
+             "| trained on | validated on | n | accuracy | macro-F1 | ECE (calibrated) | model |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for trained_on, other in CROSS_RELEASE.items():
+        model_dir = ensure_cross_release_model(trained_on, artifacts, data_dir, train_missing)
+        if model_dir is None:
+            lines.append(f"| {trained_on} | {other} | | | | | missing: run with --train-missing |")
+            continue
+        m = evaluate_csv("intent", model_dir, intent_validation_csv(data_dir, trained_on, tmp), "text", "label").metrics
+        lines.append(f"| {trained_on} | {other} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+                     f"{m['ece']:.4f} | `{model_dir.name}` |")
+    return lines
+
+
+def sentiment_section(model_dir: Path, data_dir: Path, tmp: Path) -> list[str]:
+    from training.evaluate import evaluate_csv
+
+    lines = ["## Sentiment: validation sources (none trained on)", "",
+             "| source | n | accuracy | macro-F1 | negative recall | neutral recall | positive recall | ECE |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    if not (model_dir / "manifest.json").is_file():
+        return lines + [f"| (no artifact in {model_dir}: run `triage train sentiment`) |||||||"]
+    for source in SENTIMENT_SOURCES:
+        m = evaluate_csv("sentiment", model_dir, sentiment_csv(data_dir, source, tmp), "text", "label").metrics
+        r = {k: f"{v['recall']:.4f}" if v["support"] else "–" for k, v in m["per_class"].items()}
+        name = f"{source} (temperature fitted here)" if source == CALIBRATION_SOURCE else source
+        lines.append(f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {r['negative']} | "
+                     f"{r['neutral']} | {r['positive']} | {m['ece']:.4f} |")
+    return lines
+
+
+def artifacts_section(artifacts: Path) -> list[str]:
+    """The shipped artifacts as their manifests describe them (version, data, time, calibration)."""
+    from model.artifacts import read_manifest
+
+    lines = ["## Shipped artifacts", "", "| task | version | trained on | train time (s, as recorded) | temperature | ECE before → after |",
+             "|---|---|---|---:|---:|---|"]
+    for task in ("intent", "sentiment"):
+        if not (artifacts / task / "manifest.json").is_file():
+            continue
+        m = read_manifest(artifacts / task)
+        cal = m.metrics.get("calibration", {})
+        cal = cal.get(CALIBRATION_SOURCE, cal)
+        train = ", ".join(sorted({Path(d.path).parent.name for d in m.data if d.role == "train"}))
+        lines.append(f"| {task} | `{m.version}` | {train} | {m.metrics.get('training', {}).get('train_seconds', '')} | "
+                     f"{m.temperature:.3f} | {cal.get('ece_before', '')} → {cal.get('ece_after', '')} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", type=Path, default=ARTIFACTS_DIR, help="where the models are")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--output", type=Path, default=REPORTS_DIR / "results.md")
+    parser.add_argument("--train-missing", action="store_true", help="train absent cross-release intent models")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tmp = REPORTS_DIR / "tmp"
+    lines = ["# Results", "", f"Generated by `python -m training.report` on "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", ""]
+    lines += intent_section(args.artifacts, args.data_dir, tmp, args.train_missing) + [""]
+    lines += sentiment_section(args.artifacts / "sentiment", args.data_dir, tmp) + [""]
+    lines += artifacts_section(args.artifacts) + [""]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""``triage train sentiment``: fine-tune on the customer-service mix, validate on unseen sources, save."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from model.artifacts import SENTIMENT_LABELS
+from training import sentiment_data as sd
+from training.artifact import data_file
+from training.artifact import save_artifact
+from training.calibration import calibration_report, fit_temperature, softmax
+from training.engine import TrainConfig, predict_logits, seed_everything, train
+from training.metrics import classification_metrics, summary
+from training.modeling import load_base, pick_device
+
+SENTIMENT_DEFAULTS = TrainConfig(epochs=2.0, lr=1e-4, batch_size=32, max_length=64, seed=13)
+#: validation sources scored at the end of training (tweeteval-test is in reports/results.md)
+TRAIN_TIME_VALIDATION = ("tweeteval-val", "bitext-4k5", "goemotions-test", "probe")
+LABELS = list(SENTIMENT_LABELS)
+#: loss weight per label (negative, neutral, positive); 2x negative chosen on TweetEval val / GoEmotions test
+SENTIMENT_CLASS_WEIGHTS = (2.0, 1.0, 1.0)
+
+
+def _files(data_dir: Path, sources, role: str, rows: Counter) -> list:
+    table = sd.TRAIN_SOURCES if role == "train" else sd.VALIDATION_SOURCES
+    out = []
+    for source in sources:
+        for rel in table[source][1]:
+            out.append(data_file(Path(data_dir) / rel, rows.get(source), role))
+    return out
+
+
+def score_sources(model, tokenizer, device, data_dir: Path, names, max_length: int) -> dict:
+    """name -> (logits, gold ids) for each validation source."""
+    out = {}
+    for name in names:
+        rows = sd.VALIDATION_SOURCES[name][0](data_dir)
+        gold = np.array([LABELS.index(r.label) for r in rows])
+        out[name] = (predict_logits(model, tokenizer, [r.text for r in rows], device, max_length), gold)
+    return out
+
+
+def train_sentiment(data_dir: Path, output: Path, base_model: str, config: TrainConfig = SENTIMENT_DEFAULTS,
+                    mix=sd.DEFAULT_MIX, class_weights=SENTIMENT_CLASS_WEIGHTS):
+    """Train on ``mix``, fit the temperature on TweetEval val, score every validation source, save."""
+    rows = sd.build_mix(data_dir, mix, config.seed)
+    seed_everything(config.seed)  # the new classification head is initialised here
+    model, tokenizer = load_base(base_model, LABELS)
+    device = pick_device()
+    print(f"sentiment: {len(rows)} training texts {dict(Counter(r.label for r in rows))}, device {device.description}")
+    stats = train(model, tokenizer, [r.text for r in rows], [LABELS.index(r.label) for r in rows], config, device,
+                  class_weights=list(class_weights), desc="sentiment")
+    scored = score_sources(model, tokenizer, device, data_dir, TRAIN_TIME_VALIDATION, config.max_length)
+    temperature = fit_temperature(*scored[sd.CALIBRATION_SOURCE])
+    metrics = {name: summary(classification_metrics(softmax(lg, temperature), y, LABELS), LABELS)
+               for name, (lg, y) in scored.items()}
+    metrics["calibration"] = {name: calibration_report(lg, y, temperature) for name, (lg, y) in scored.items()}
+    metrics["calibration"]["fitted_on"] = sd.CALIBRATION_SOURCE
+    metrics["training"] = stats | {"device": device.description, "rows": dict(Counter(r.source + "/" + r.label for r in rows))}
+    per_source = Counter(r.source for r in rows)
+    files = _files(data_dir, sorted(per_source), "train", per_source)
+    files += _files(data_dir, TRAIN_TIME_VALIDATION, "validation", Counter())
+    hparams = config.as_dict() | {"class_weights": dict(zip(LABELS, class_weights)), "mix": [vars(p) for p in mix]}
+    manifest = save_artifact(output, model, tokenizer, {
+        "task": "sentiment", "base_model": base_model, "labels": LABELS, "temperature": temperature,
+        "max_length": config.max_length, "data": files, "hyperparameters": hparams, "metrics": metrics,
+    })
+    for name in TRAIN_TIME_VALIDATION:
+        m = metrics[name]
+        print(f"sentiment: {name}: accuracy {m['accuracy']:.3f}, negative recall {m['negative_recall']:.3f}, "
+              f"neutral recall {m['neutral_recall']:.3f}")
+    print(f"sentiment: T={temperature:.3f}, saved {output} ({manifest.version})")
+    return manifest

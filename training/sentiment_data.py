@@ -1,0 +1,198 @@
+"""Sentiment sources mapped to negative / neutral / positive in the customer-service register."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from training import data as bitext
+
+NEGATIVE, NEUTRAL, POSITIVE = "negative", "neutral", "positive"
+
+#: Bitext intents whose inquiries report a problem or grievance
+NEGATIVE_INTENTS = frozenset({"complaint", "payment_issue", "registration_problems"})
+#: words that make an inquiry a problem report ("I can't track my order", "error updating my address")
+PROBLEM_RE = re.compile(
+    r"\b(problems?|issues?|troubles?|errors?|wrong|broken|fail(ed|s|ing)?|not working|does(n't| not) work|"
+    r"can'?t|cannot|can not|unable|won'?t|isn'?t|didn'?t|never|unhappy|not happy|disappointed|angry)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Labeled:
+    text: str
+    label: str
+    source: str
+
+
+# ---- label mappings -------------------------------------------------------------------------------
+
+
+def bitext_sentiment(text: str, intent: str, flags: str = "") -> str:
+    """Complaints, problem reports and offensive (W-flagged) inquiries are negative; other requests neutral."""
+    if intent in NEGATIVE_INTENTS or "W" in flags or PROBLEM_RE.search(text):
+        return NEGATIVE
+    return NEUTRAL
+
+
+def goemotions_sentiment(emotions: Iterable[str], polarity: dict[str, str]) -> str | None:
+    """Multi-label emotions -> one sentiment, or None for rows left out.
+
+    Positive or negative emotions decide (ambiguous ones and ``neutral`` do not count); rows with both
+    polarities, or only ambiguous emotions (surprise, curiosity, confusion, realization), are left out.
+    """
+    kinds = {polarity.get(e, "neutral") for e in emotions}
+    if POSITIVE in kinds and NEGATIVE in kinds:
+        return None
+    if POSITIVE in kinds or NEGATIVE in kinds:
+        return POSITIVE if POSITIVE in kinds else NEGATIVE
+    return NEUTRAL if kinds == {"neutral"} else None
+
+
+def sst5_sentiment(level: int, keep_neutral: bool = False) -> str | None:
+    """0-1 negative, 3-4 positive; 2 (neutral about a film) only when ``keep_neutral``."""
+    if level <= 1:
+        return NEGATIVE
+    if level >= 3:
+        return POSITIVE
+    return NEUTRAL if keep_neutral else None
+
+
+# ---- readers --------------------------------------------------------------------------------------
+
+_DETOK = [(re.compile(r" n ?'t\b"), "n't"), (re.compile(r" '(s|re|ve|ll|d|m)\b"), r"'\1"), (re.compile(r" ([.,!?;:%)])"), r"\1"),
+          (re.compile(r"([($]) "), r"\1"), (re.compile(r"-lrb- |-rrb- ?"), "")]
+
+
+def detokenize(text: str) -> str:
+    """Undo PTB-style tokenisation of SST and the review sentences (``do n't`` -> ``don't``)."""
+    for pattern, repl in _DETOK:
+        text = pattern.sub(repl, text)
+    return " ".join(text.split())
+
+
+def _label_lines(path: Path) -> Iterable[tuple[int, str]]:
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        head, _, text = line.partition(" ")
+        if head.isdigit() and text.strip():
+            yield int(head), detokenize(text)
+
+
+def load_goemotions(data_dir: Path, split: str) -> list[Labeled]:
+    root = Path(data_dir) / "goemotions"
+    names = (root / "emotions.txt").read_text().split()
+    polarity = {e: kind for kind, emos in json.loads((root / "sentiment_dict.json").read_text()).items() for e in emos}
+    out = []
+    for line in (root / f"{split}.tsv").read_text(encoding="utf-8").splitlines():
+        text, ids, _ = line.split("\t")
+        label = goemotions_sentiment([names[int(i)] for i in ids.split(",")], polarity)
+        if label:
+            out.append(Labeled(text, label, f"goemotions-{split}"))
+    return out
+
+
+def load_sst5(data_dir: Path, split: str, keep_neutral: bool = False) -> list[Labeled]:
+    rows = ((sst5_sentiment(level, keep_neutral), text) for level, text in _label_lines(Path(data_dir) / "sst5" / f"{split}.txt"))
+    return [Labeled(text, label, f"sst5-{split}") for label, text in rows if label]
+
+
+def load_customer_reviews(data_dir: Path) -> list[Labeled]:
+    path = Path(data_dir) / "customer_reviews" / "custrev.txt"
+    return [Labeled(text, POSITIVE if level else NEGATIVE, "customer_reviews") for level, text in _label_lines(path)]
+
+
+def load_tweeteval(data_dir: Path, split: str) -> list[Labeled]:
+    root = Path(data_dir) / "tweeteval"
+    names = {0: NEGATIVE, 1: NEUTRAL, 2: POSITIVE}
+    texts = (root / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
+    labels = (root / f"{split}_labels.txt").read_text().split()
+    return [Labeled(t.strip(), names[int(y)], f"tweeteval-{split}") for t, y in zip(texts, labels, strict=True)]
+
+
+def load_probe(data_dir: Path) -> list[Labeled]:
+    """The hand-written customer-service probe (60 messages; a sanity check, not a benchmark)."""
+    rows = bitext.read_csv_rows(Path(data_dir) / "probe" / "customer_service_probe.csv")
+    return [Labeled(r["text"], r["label"], "probe") for r in rows]
+
+
+def load_bitext_sentiment(data_dir: Path, release: str) -> list[Labeled]:
+    return [Labeled(x.text, bitext_sentiment(x.text, x.intent, x.flags), f"bitext-{release}")
+            for x in bitext.load_release(data_dir, release)]
+
+
+# ---- the training mix -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MixPart:
+    """Take at most ``cap`` rows of ``label`` from ``source`` (None = all)."""
+
+    source: str
+    label: str
+    cap: int | None
+
+
+#: the shipped mix (see data/README.md, "Sentiment mix"); caps keep the defaults within minutes on 2 CPUs
+DEFAULT_MIX: tuple[MixPart, ...] = (
+    MixPart("bitext-8k", NEUTRAL, 3500),
+    MixPart("bitext-8k", NEGATIVE, None),
+    MixPart("goemotions-train", NEGATIVE, 2500),
+    MixPart("goemotions-train", POSITIVE, 2500),
+    MixPart("goemotions-train", NEUTRAL, 1000),
+    MixPart("sst5-train", NEGATIVE, 1500),
+    MixPart("sst5-train", POSITIVE, 1000),
+    MixPart("customer_reviews", NEGATIVE, None),
+    MixPart("customer_reviews", POSITIVE, 800),
+)
+
+#: source name -> (loader, file paths relative to the data dir) for training sources
+TRAIN_SOURCES = {
+    "bitext-8k": (lambda d: load_bitext_sentiment(d, "8k"), [bitext.BITEXT_8K]),
+    "goemotions-train": (lambda d: load_goemotions(d, "train"),
+                         ["goemotions/train.tsv", "goemotions/emotions.txt", "goemotions/sentiment_dict.json"]),
+    "sst5-train": (lambda d: load_sst5(d, "train"), ["sst5/train.txt"]),
+    "customer_reviews": (load_customer_reviews, ["customer_reviews/custrev.txt"]),
+}
+
+#: validation sources, none of them trained on (name -> loader, files)
+VALIDATION_SOURCES = {
+    "tweeteval-val": (lambda d: load_tweeteval(d, "val"), ["tweeteval/val_text.txt", "tweeteval/val_labels.txt"]),
+    "tweeteval-test": (lambda d: load_tweeteval(d, "test"), ["tweeteval/test_text.txt", "tweeteval/test_labels.txt"]),
+    "bitext-4k5": (lambda d: load_bitext_sentiment(d, "4k5"), [bitext.BITEXT_4K5]),
+    "goemotions-test": (lambda d: load_goemotions(d, "test"), ["goemotions/test.tsv"]),
+    "probe": (load_probe, ["probe/customer_service_probe.csv"]),
+}
+
+#: the validation source the temperature is fitted on
+CALIBRATION_SOURCE = "tweeteval-val"
+
+
+def build_mix(data_dir: Path, mix: Sequence[MixPart] = DEFAULT_MIX, seed: int = 13) -> list[Labeled]:
+    """The training rows of ``mix``, sampled with ``seed``, texts de-duplicated."""
+    rng = random.Random(seed)
+    pools: dict[tuple[str, str], list[Labeled]] = defaultdict(list)
+    for source in sorted({part.source for part in mix}):
+        for row in TRAIN_SOURCES[source][0](data_dir):
+            pools[source, row.label].append(row)
+    out: list[Labeled] = []
+    for part in mix:
+        pool = pools[part.source, part.label]
+        out += pool if part.cap is None or part.cap >= len(pool) else rng.sample(pool, part.cap)
+    return dedupe_labeled(out)
+
+
+def dedupe_labeled(rows: Iterable[Labeled]) -> list[Labeled]:
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        key = bitext.normalise_key(row.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
