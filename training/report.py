@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--output", type=Path, default=REPORTS_DIR / "results.md")
     parser.add_argument("--train-missing", action="store_true", help="train absent cross-release intent models")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help=f"also put the tables into this file between {README_START} and {README_END}")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tmp = REPORTS_DIR / "tmp"
@@ -125,7 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines))
     print(f"wrote {args.output}")
+    if args.readme:
+        embed(args.readme, "\n".join(line.replace("# ", "### ", 1) if line.startswith("## ") else line
+                                      for line in lines[2:]))
+        print(f"updated {args.readme}")
     return 0
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def embed(readme: Path, body: str) -> None:
+    """Replace what stands between the results markers of ``readme`` with ``body``."""
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(text[:start] + "\n" + body.strip() + "\n" + text[end:])
 
 
 if __name__ == "__main__":
