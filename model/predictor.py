@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model.classifier import TextClassifier
+from model.classifier import CpuPlan, TextClassifier, cpu_plan
 from model.errors import ArtifactError, InferenceError
 from schemas import IntentResult, LabelScore, ModelVersions, SentimentResult
 
@@ -30,6 +31,15 @@ class TriageModel:
         self.top_k = max(1, min(top_k, len(intent.labels)))
         self.batch_size = batch_size
         self.versions = ModelVersions(intent=intent.version, sentiment=sentiment.version)
+        # Both models are usually fine-tuned from the same base: then one tokenization serves both.
+        signature = intent.tokenizer_signature
+        self.shared_tokenizer = signature is not None and signature == sentiment.tokenizer_signature
+        self._pool: ThreadPoolExecutor | None = None
+        self.cpu: CpuPlan | None = None
+        if intent.device.device.type == "cpu" and sentiment.device.device.type == "cpu":
+            self.cpu = cpu_plan()
+            if self.cpu.parallel_models:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-sentiment")
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", top_k: int = 3, batch_size: int = 64) -> TriageModel:
@@ -46,8 +56,7 @@ class TriageModel:
         if not texts:
             return []
         try:
-            intent_probs = self.intent.predict_proba(texts, self.batch_size)
-            sentiment_probs = self.sentiment.predict_proba(texts, self.batch_size)
+            intent_probs, sentiment_probs = self._probabilities(texts)
         except InferenceError:
             raise
         except Exception as exc:  # a model can fail in many ways; the caller isolates the bad records
@@ -56,6 +65,25 @@ class TriageModel:
         if not (np.isfinite(intent_probs).all() and np.isfinite(sentiment_probs).all()):
             raise InferenceError("model returned non-finite scores")
         return [self._prediction(i, s) for i, s in zip(intent_probs, sentiment_probs)]
+
+    def _probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.intent.encode(texts) if self.shared_tokenizer else None
+
+        def run(classifier: TextClassifier) -> np.ndarray:
+            if ids is None:
+                return classifier.predict_proba(texts, self.batch_size)
+            return classifier.proba_from_logits(classifier.logits_from_ids(ids, self.batch_size))
+
+        if self._pool is None:
+            return run(self.intent), run(self.sentiment)
+        # The two networks side by side, one per core group: no thread team spans both, which on a small
+        # CPU beats two threads synchronising on every operator of one network after the other.
+        sentiment = self._pool.submit(run, self.sentiment)
+        try:
+            intent_probs = run(self.intent)
+        finally:
+            sentiment_probs = sentiment.result()
+        return intent_probs, sentiment_probs
 
     def _prediction(self, intent_row: np.ndarray, sentiment_row: np.ndarray) -> Prediction:
         labels = self.intent.labels
