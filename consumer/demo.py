@@ -41,7 +41,7 @@ def ensure_models(model_dir: Path, console: Console) -> None:
 
 
 def run_demo(model_dir: Path, timeout_s: float = 180.0) -> int:
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 160)  # wide enough for the table in a log
     configure_logging("console", "warning", sys.stderr)
     ensure_models(model_dir, console)
     records = sample_records()
