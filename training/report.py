@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text("\n".join(lines))
     print(f"wrote {args.output}")
     if args.readme:
-        embed(args.readme, "\n".join(line.replace("# ", "### ", 1) if line.startswith("## ") else line
-                                      for line in lines[2:]))
+        embed(args.readme, "\n".join("#" + line if line.startswith("## ") else line for line in lines[2:]))
         print(f"updated {args.readme}")
     return 0
 
