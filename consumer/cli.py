@@ -169,13 +169,18 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     from consumer.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(port=args.port)
-    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    stopping = []
+
+    def on_signal(*_):  # only ask the child to stop; the main thread's wait() then returns
+        stopping.append(True)
+        broker.process.terminate()
+
     with broker:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         print(f"embedded broker (memory only) listening on {broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
-        try:
-            return broker.wait()
-        except KeyboardInterrupt:
-            return 0
+        code = broker.wait()
+    return 0 if stopping else code
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
