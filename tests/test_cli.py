@@ -35,3 +35,13 @@ def test_help_lists_every_command():
     run_help = subprocess.run([sys.executable, "-m", "consumer", "run", "--help"], capture_output=True, text=True,
                               check=True).stdout
     assert "--bootstrap-servers" in run_help and "TRIAGE_" in run_help
+
+
+def test_train_and_evaluate_are_dispatched_to_training(capsys):
+    import pytest
+
+    for argv, expected in ((["evaluate", "intent", "--help"], "--text-column"), (["train", "sentiment", "--help"],
+                                                                                  "--base-model")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0 and expected in capsys.readouterr().out
