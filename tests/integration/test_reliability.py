@@ -62,14 +62,20 @@ def streaming_into_a_service(bootstrap, model_dir, topics, tmp_path, count: int,
     return first, producer
 
 
+def restart_and_reconcile(bootstrap, model_dir, topics, tmp_path, producer, count: int) -> Reconciliation:
+    """Start a second service, let the stream finish, reconcile everything, stop it cleanly."""
+    second = start(bootstrap, model_dir, topics, tmp_path, "second")
+    producer.join(60)
+    result = reconcile_until_complete(bootstrap, topics, {f"ev-{i}" for i in range(count)})
+    assert second.terminate() == 0
+    return result
+
+
 def test_kill9_mid_stream_then_restart_loses_nothing(bootstrap_servers, tiny_model_dir, topics, tmp_path):
     first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 2000, 400, 300)
     first.kill9()
     routed_before_kill = first.routed_count()
-    second = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "second")
-    producer.join(60)
-    result = reconcile_until_complete(bootstrap_servers, topics, {f"ev-{i}" for i in range(2000)})
-    assert second.terminate() == 0
+    result = restart_and_reconcile(bootstrap_servers, tiny_model_dir, topics, tmp_path, producer, 2000)
     assert routed_before_kill < 2000, "the kill must land mid-stream"
     assert not result.lost
     assert result.duplicates <= BATCH * PARTITIONS, result.duplicates
@@ -83,10 +89,7 @@ def test_sigterm_mid_stream_exits_zero_then_restart_has_no_duplicates(bootstrap_
     assert first.terminate(timeout_s=30) == 0
     stop_seconds = time.monotonic() - began
     routed_before_stop = first.routed_count()
-    second = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "second")
-    producer.join(60)
-    result = reconcile_until_complete(bootstrap_servers, topics, {f"ev-{i}" for i in range(2000)})
-    assert second.terminate() == 0
+    result = restart_and_reconcile(bootstrap_servers, tiny_model_dir, topics, tmp_path, producer, 2000)
     assert routed_before_stop < 2000, "the stop must land mid-stream"
     assert stop_seconds < 30
     assert not result.lost
