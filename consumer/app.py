@@ -45,9 +45,8 @@ def install_signal_handlers(stop: threading.Event) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def handler(signum, _frame):
-        structlog.get_logger("triage").info("signal_received", signal=signal.Signals(signum).name)
-        stop.set()
+    def handler(_signum, _frame):
+        stop.set()  # nothing else: logging here could block on a lock the interrupted code holds
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

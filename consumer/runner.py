@@ -79,14 +79,19 @@ class Publisher:
 
     def reset(self) -> None:
         """Replace the producer after a failed delivery: a restarted broker may no longer know its
-        idempotence state (producer id, sequence numbers), and the old one would keep timing out."""
-        old = self.producer
-        old.purge(in_queue=True, in_flight=False)
-        old.flush(0)
-        self.producer = self._new_producer()
+        idempotence state (producer id, sequence numbers), and the old one would keep timing out.
+        When the broker is still away the new producer is created by the next publish instead."""
+        old, self.producer = self.producer, None
+        if old is not None:
+            old.purge(in_queue=True, in_flight=False)
+            old.flush(0)
+        try:
+            self.producer = self._new_producer()
+        except KafkaException:
+            self.producer = None
 
     def close(self, timeout_s: float) -> int:
-        return self.producer.flush(timeout_s)
+        return self.producer.flush(timeout_s) if self.producer is not None else 0
 
     def publish(self, records: Sequence[OutputRecord], offsets: list[TopicPartition] | None = None,
                 group_metadata: object | None = None) -> list[OutputRecord]:
@@ -96,6 +101,11 @@ class Publisher:
         may cure (broker down, timeout); nothing of the batch may be committed then. In transactional
         mode ``offsets`` are committed for ``group_metadata``'s group inside the same transaction.
         """
+        if self.producer is None:
+            try:
+                self.producer = self._new_producer()
+            except KafkaException as exc:
+                raise DeliveryError(f"no producer: {exc.args[0].name()}") from exc
         if not self.transactional:
             return self._publish(records)
         try:
@@ -212,7 +222,10 @@ class Runner:
             consumer = Consumer({**self.settings.consumer_config(), "error_cb": self._on_kafka_error})
             stack.callback(self._close_consumer, consumer)
             self._consumer = consumer
-            self._publisher = Publisher(lambda: Producer(self.settings.producer_config()), self.processor,
+            # one producer configuration (and transactional.id) per process: a replacement producer fences
+            # and aborts what its predecessor left open
+            producer_config = self.settings.producer_config()
+            self._publisher = Publisher(lambda: Producer(producer_config), self.processor,
                                         self.settings.delivery_timeout_ms / 1000, self.settings.exactly_once)
             stack.callback(self._close_producer, self._publisher)  # closed first: LIFO
             consumer.subscribe(
@@ -254,7 +267,8 @@ class Runner:
         linger = self.settings.batch_max_wait_ms / 1000
         if batch and len(batch) < size and linger > 0:
             batch += self._poll(consumer, size - len(batch), linger)
-        return batch
+        # a revoke inside one of these polls gave some partitions away: their new owner reads those
+        return [m for m in batch if (m.topic(), m.partition()) in self.assigned]
 
     def _poll(self, consumer: Consumer, count: int, timeout_s: float) -> list[Message]:
         messages = [m for m in consumer.consume(count, timeout_s) if self._usable(m)]
@@ -274,14 +288,16 @@ class Runner:
             return
         except FutureTimeout:
             pass
-        paused = consumer.assignment()
-        consumer.pause(paused)
-        self.log.info("inference_slow_pausing", size=len(inflight.messages), partitions=len(paused))
+        consumer.pause(consumer.assignment())
+        self.log.info("inference_slow_pausing", size=len(inflight.messages), partitions=len(self.assigned))
         while not inflight.future.done() and not inflight.finished:
-            # Paused partitions yield nothing; newly assigned ones may: keep those for the next batch.
-            self._carry += self._poll(consumer, self.settings.batch_size, min(0.2, self._keepalive_s))
-        still = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        consumer.resume([tp for tp in paused if (tp.topic, tp.partition) in still])
+            # Paused partitions yield nothing; ones assigned meanwhile may: keep what they gave for the next
+            # batch and pause them too, so nothing piles up however long the inference takes.
+            arrived = self._poll(consumer, self.settings.batch_size, min(0.2, self._keepalive_s))
+            if arrived:
+                self._carry += arrived
+                consumer.pause(consumer.assignment())
+        consumer.resume(consumer.assignment())
 
     def _finish(self, consumer: Consumer, inflight: _InFlight) -> BatchStats | None:
         inflight.finished = True
@@ -364,6 +380,9 @@ class Runner:
             try:
                 consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as exc:
+                if (topic, partition) in self.assigned:
+                    # going on would commit past the unpublished batch later: stop, uncommitted, instead
+                    raise TriageError(f"cannot rewind {topic}[{partition}] to {offset}: {exc.args[0].name()}") from exc
                 self.log.warning("seek_failed", topic=topic, partition=partition, error=exc.args[0].name())
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

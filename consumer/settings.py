@@ -147,6 +147,7 @@ class Settings(BaseSettings):
         }
         if self.exactly_once:
             # unique per process; zombie fencing comes from the consumer group metadata (KIP-447)
+            # call once per process and reuse the result: each call draws a new transactional.id
             config["transactional.id"] = f"{self.transactional_id_prefix}-{uuid.uuid4().hex[:12]}"
             config["transaction.timeout.ms"] = max(60_000, self.delivery_timeout_ms * 2)
         config.update(self.producer_properties)
