@@ -18,10 +18,14 @@ from consumer.topics import ensure_topics
 from model import TriageModel
 
 
-def build_processor(settings: Settings, model: TriageModel | None = None) -> Processor:
-    model = model or TriageModel.load(
+def load_model(settings: Settings) -> TriageModel:
+    return TriageModel.load(
         settings.model_dir, settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size
     )
+
+
+def build_processor(settings: Settings, model: TriageModel | None = None) -> Processor:
+    model = model or load_model(settings)
     return Processor(
         model=model,
         policy=RoutingPolicy.from_file(settings.policy_file),
@@ -68,6 +72,7 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
         reloader = ModelReloader(
             settings,
             processor,
+            load=lambda: load_model(settings),
             on_swap=lambda new: (metrics.set_models(new.versions), metrics.reloads.labels(outcome="swapped").inc()),
             on_refuse=lambda: metrics.reloads.labels(outcome="refused").inc(),
         )

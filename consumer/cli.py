@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,14 +185,16 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 def _cmd_classify(args: argparse.Namespace) -> int:
     import orjson
 
+    from consumer.app import load_model
     from consumer.logs import configure_logging
     from consumer.routing import RoutingPolicy
-    from model import TriageModel
+    from consumer.settings import Settings
 
     configure_logging("auto", "warning", sys.stderr)
-    model_dir = args.model_dir or Path(os.environ.get("TRIAGE_MODEL_DIR", "artifacts"))
-    model = TriageModel.load(model_dir)
-    policy = RoutingPolicy.from_file(args.policy or os.environ.get("TRIAGE_POLICY_FILE"))
+    overrides = {"model_dir": args.model_dir, "policy_file": args.policy}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    model = load_model(settings)
+    policy = RoutingPolicy.from_file(settings.policy_file)
     for text, prediction in zip(args.texts, model.predict(args.texts)):
         route, reasons = policy.decide(prediction)
         if args.json:

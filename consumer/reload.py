@@ -5,6 +5,7 @@ refused and the running one kept."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -26,9 +27,11 @@ CANARY_TEXTS = [
 
 
 class ModelReloader:
-    def __init__(self, settings: Settings, processor: Processor, on_swap=None, on_refuse=None):
+    def __init__(self, settings: Settings, processor: Processor, load: Callable[[], TriageModel],
+                 on_swap=None, on_refuse=None):
         self.settings = settings
         self.processor = processor
+        self.load = load
         self.on_swap = on_swap
         self.on_refuse = on_refuse
         self.log = structlog.get_logger("triage.reload")
@@ -63,8 +66,7 @@ class ModelReloader:
         self._pending = (versions, self._loader.submit(self._load_and_check))
 
     def _load_and_check(self) -> TriageModel:
-        s = self.settings
-        model = TriageModel.load(s.model_dir, s.device, top_k=s.top_k, batch_size=s.inference_batch_size)
+        model = self.load()
         predictions = model.predict(CANARY_TEXTS)
         scores = [p.intent.confidence for p in predictions] + [p.sentiment.score for p in predictions]
         if len(predictions) != len(CANARY_TEXTS) or not np.isfinite(scores).all():

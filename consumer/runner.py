@@ -306,10 +306,11 @@ class Runner:
         records = inflight.future.result()  # an unexpected processor error stops the service, uncommitted
         inferred = time.perf_counter()
         exactly_once = self.settings.exactly_once
+        offsets = _next_offsets(inflight.messages)
         try:
             published = self._publisher.publish(
                 records,
-                _next_offsets(inflight.messages) if exactly_once else None,
+                offsets if exactly_once else None,
                 consumer.consumer_group_metadata() if exactly_once else None,
             )
         except DeliveryError as exc:
@@ -319,7 +320,7 @@ class Runner:
             self.stop.wait(self.settings.retry_backoff_ms / 1000)
             return None
         if not exactly_once:  # in exactly-once mode the offsets were committed in the transaction
-            self._commit(consumer, inflight.messages)
+            self._commit(consumer, offsets)
         stats = BatchStats(size=len(inflight.messages), inference_s=inferred - inflight.started,
                            records=published, messages=inflight.messages)
         for record in published:
@@ -338,11 +339,11 @@ class Runner:
         )
         if self.metrics is not None:
             self.metrics.observe_batch(stats)
-            self._record_lag(consumer, inflight.messages)
+            self._record_lag(consumer, offsets)
         return stats
 
-    def _record_lag(self, consumer: Consumer, messages: Sequence[Message]) -> None:
-        for tp in _next_offsets(messages):
+    def _record_lag(self, consumer: Consumer, offsets: Sequence[TopicPartition]) -> None:
+        for tp in offsets:
             try:
                 _low, high = consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
@@ -360,8 +361,7 @@ class Runner:
                 raise TriageError(f"fatal consumer error: {error.name()}")
         return False
 
-    def _commit(self, consumer: Consumer, messages: Sequence[Message]) -> None:
-        offsets = _next_offsets(messages)
+    def _commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
         try:
             consumer.store_offsets(offsets=offsets)
             consumer.commit(asynchronous=False)
@@ -375,7 +375,7 @@ class Runner:
             tp = (m.topic(), m.partition())
             first[tp] = min(first.get(tp, m.offset()), m.offset())
         # queued messages of these partitions come after the rewound ones: drop them, they are re-read
-        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in first]
+        self._drop_queued(set(first))
         for (topic, partition), offset in first.items():
             try:
                 consumer.seek(TopicPartition(topic, partition, offset))
@@ -397,17 +397,20 @@ class Runner:
         if inflight is not None and not inflight.finished:
             inflight.future.result()
             self._finish(consumer, inflight)
-        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in revoked]
         self._forget(revoked)
         self.log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
-        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in lost]
         self._forget(lost)
         self.log.warning("partitions_lost", partitions=[p.partition for p in partitions])
 
+    def _drop_queued(self, partitions: set[tuple[str, int]]) -> None:
+        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in partitions]
+
     def _forget(self, partitions: set[tuple[str, int]]) -> None:
+        """Partitions revoked or lost: their queued messages belong to the next owner."""
+        self._drop_queued(partitions)
         self.assigned.difference_update(partitions)
         self.health.update(partitions=len(self.assigned))
         if self.metrics is not None:
