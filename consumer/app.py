@@ -20,7 +20,8 @@ from model import TriageModel
 
 def load_model(settings: Settings) -> TriageModel:
     return TriageModel.load(
-        settings.model_dir, settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size
+        settings.model_dir, settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size,
+        backend=settings.backend,
     )
 
 
@@ -67,7 +68,8 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
         metrics.set_models(processor.model.versions)
         health.update(model_loaded=True)
         log.info("model_loaded", versions=processor.model.versions.model_dump(),
-                 device=processor.model.intent.device.description)
+                 runtime=processor.model.runtime,
+                 onnx_unused=processor.model.intent.backend_note or processor.model.sentiment.backend_note)
         prepare_topics(settings)
         reloader = ModelReloader(
             settings,

@@ -40,7 +40,7 @@ SEED_TEXTS = 300  # inquiries the seed's per-message pipeline() classifies (it i
 MODEL_TEXTS = 3000  # at most this many texts for the model-only rate
 LATENCY_S = 25.0  # seconds of steady load
 LATENCY_FRACTION = 0.5  # steady rate = this x the end-to-end backlog rate
-PARTITIONS = 3
+PARTITIONS = 4  # splits evenly between the two members of the scale-out measurement
 SENT_HEADER = "bench.sent"  # production time (time.time(), ASCII) carried through the service in a header
 PHASE_HEADER = "bench.phase"
 BITEXT = Path("data") / "bitext" / "customer_service_training_8k.csv"
@@ -56,6 +56,7 @@ class BenchOptions:
     latency_s: float = LATENCY_S
     latency_fraction: float = LATENCY_FRACTION
     timeout_s: float | None = None  # for the backlog to drain; default from n
+    members: int = 1  # >= 2: also drain a second backlog with this many `triage run` processes in one group
 
     @classmethod
     def from_args(cls, args: Any) -> BenchOptions:
@@ -72,6 +73,7 @@ class BenchOptions:
             latency_s=float(get("latency_s", LATENCY_S)),
             latency_fraction=float(get("latency_fraction", LATENCY_FRACTION)),
             timeout_s=get("timeout_s", None),
+            members=int(get("members", 1)),
         )
 
 
@@ -115,14 +117,21 @@ def pick(texts: list[str], n: int, seed: int) -> list[str]:
 # ---------------------------------------------------------------------------------- 1 and 2: in process
 
 
-def bench_seed(model_dir: Path, texts: list[str]) -> dict[str, Any]:
-    """The seed's way: one pipeline() call per inquiry per model, default settings (fp32)."""
+def bench_seed(model_dir: Path, texts: list[str], device: str = "cpu") -> dict[str, Any]:
+    """The seed's way: one pipeline() call per inquiry per model, default settings (fp32).
+
+    ``device`` is the service's device (``auto``, ``cpu`` or ``cuda``): on a GPU host the seed's pipelines
+    run on the GPU too.
+    """
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
+    from model.classifier import choose_device
+
     hf_logging.disable_progress_bar()
-    intent = pipeline("text-classification", model=str(model_dir / "intent"), device="cpu")
-    sentiment = pipeline("text-classification", model=str(model_dir / "sentiment"), device="cpu")
+    target = 0 if choose_device(device).device.type == "cuda" else "cpu"
+    intent = pipeline("text-classification", model=str(model_dir / "intent"), device=target)
+    sentiment = pipeline("text-classification", model=str(model_dir / "sentiment"), device=target)
     for text in texts[:3]:  # warm-up
         intent(text, truncation=True)
         sentiment(text, truncation=True)
@@ -133,14 +142,18 @@ def bench_seed(model_dir: Path, texts: list[str]) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     del intent, sentiment
     gc.collect()
-    return {"texts": len(texts), "seconds": round(seconds, 3), "per_s": _rate(len(texts), seconds)}
+    result = {"texts": len(texts), "seconds": round(seconds, 3), "per_s": _rate(len(texts), seconds)}
+    if target != "cpu":
+        result["device"] = "cuda/float32"
+    return result
 
 
 def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings) -> dict[str, Any]:
     """TriageModel.predict on consecutive batches of the runner's batch size."""
     from model import TriageModel
 
-    model = TriageModel.load(model_dir, settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size)
+    model = TriageModel.load(model_dir, settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size,
+                             backend=settings.backend)
     for start in range(0, min(len(texts), 2 * batch_size), batch_size):  # warm-up
         model.predict(texts[start : start + batch_size])
     started = time.perf_counter()
@@ -152,7 +165,7 @@ def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings) ->
         "batch_size": batch_size,
         "seconds": round(seconds, 3),
         "per_s": _rate(len(texts), seconds),
-        "device": model.intent.device.description,
+        "device": model.runtime,
     }
     shared = getattr(model, "shared_tokenizer", None)
     if shared is not None:
@@ -291,8 +304,9 @@ def _produce_steady(producer, topic: str, texts: list[str], rate: float, seconds
     return index + 1
 
 
-def _wait_for(reader: Reader, phase: bytes, expected: int, timeout_s: float, service: subprocess.Popen,
-              console: Console, what: str) -> None:
+def _wait_for(reader: Reader, phase: bytes, expected: int, timeout_s: float,
+              service: subprocess.Popen | list[subprocess.Popen], console: Console, what: str) -> None:
+    services = service if isinstance(service, list) else [service]
     deadline = time.monotonic() + timeout_s
     last_report = 0.0
     while True:
@@ -301,8 +315,9 @@ def _wait_for(reader: Reader, phase: bytes, expected: int, timeout_s: float, ser
             return
         if reader.error is not None:
             raise RuntimeError(f"the reader failed: {reader.error!r}")
-        if service.poll() is not None:
-            raise RuntimeError(f"`triage run` exited with code {service.returncode} while {what}")
+        for member in services:
+            if member.poll() is not None:
+                raise RuntimeError(f"`triage run` exited with code {member.returncode} while {what}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {got} of {expected} events routed within {timeout_s:.0f}s while {what}")
         if time.monotonic() - last_report > 5:
@@ -356,22 +371,28 @@ def _percentiles(values_s: list[float]) -> dict[str, float]:
             "max_ms": round(float(ms.max()), 1), "mean_ms": round(float(ms.mean()), 1)}
 
 
+def _log_entries(log_path: Path) -> list[dict]:
+    """The JSON lines of a service log (other lines, and a log not written yet, give nothing)."""
+    try:
+        lines = log_path.read_bytes().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        if line.startswith(b"{"):
+            try:
+                entries.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue
+    return entries
+
+
 def _service_batches(log_path: Path, since: float | None = None, until: float | None = None) -> dict[str, Any]:
     """What the service logged about its batches in [since, until) (JSON log lines)."""
     from datetime import datetime
 
     sizes, inference, latency = [], [], []
-    try:
-        lines = log_path.read_bytes().splitlines()
-    except OSError:
-        return {}
-    for line in lines:
-        if not line.startswith(b"{"):
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
+    for entry in _log_entries(log_path):
         if entry.get("event") != "batch":
             continue
         if since is not None or until is not None:
@@ -414,13 +435,16 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
     with EmbeddedBroker(log_file=workdir / "broker.log") as broker:
         bootstrap = broker.bootstrap_servers
         ensure_topics({"bootstrap.servers": bootstrap}, [names["input_topic"], *outputs], PARTITIONS, 1)
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "enable.idempotence": True,
+        # the load generator batches as a default librdkafka producer does (linger 5 ms, counted in the latency):
+        # one request per inquiry would cost the broker, on the same 2 cores, more than the service it measures
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
                              "queue.buffering.max.messages": 200_000, "log_level": 3})
         console.log(f"producing a backlog of {len(texts)} inquiries to {names['input_topic']}")
         _produce_backlog(producer, names["input_topic"], texts)
         reader = Reader(bootstrap, outputs, PARTITIONS).start()
 
         env = {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "PYTHONUNBUFFERED": "1",
+               "TRIAGE_METRICS_PORT": "0",  # any free port: several members may run side by side
                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
                "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
         command = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,
@@ -459,25 +483,97 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
                 "service": _service_batches(service_log, since=steady_from),
             }
             console.log(f"latency: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
+            if options.members > 1:
+                scale = _scale_out(options, texts, producer, reader, names["input_topic"], command, env, workdir,
+                                   service, service_log, console)
+                scale["over_one_member"] = _ratio(scale["per_s"], e2e["per_s"])
+                latency["scale_out"] = scale  # carried out to run_bench
         except BaseException:
             tail = service_log.read_bytes()[-3000:].decode("utf-8", "replace") if service_log.exists() else ""
             console.log(f"service log ({service_log}), last lines:\n{tail}")
             raise
         finally:
             reader.close()
-            if service.poll() is None:
-                service.send_signal(signal.SIGTERM)
-                try:
-                    service.wait(30)
-                except subprocess.TimeoutExpired:
-                    service.kill()
-                    service.wait()
+            for member in [service, *_EXTRA_MEMBERS]:
+                _stop(member)
+            _EXTRA_MEMBERS.clear()
             if profiler is not None:
                 profiler.wait(30)
             producer.flush(10)
             if hasattr(producer, "close"):  # before the broker stops, so it does not log the disconnection
                 producer.close()
     return e2e, latency
+
+
+_EXTRA_MEMBERS: list[subprocess.Popen] = []  # scale-out members, stopped with the first one
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _assignment(log_path: Path) -> set[int]:
+    """The partitions a member owns now, from its partitions_assigned / _revoked / _lost log lines."""
+    owned: set[int] = set()
+    for entry in _log_entries(log_path):
+        event = entry.get("event")
+        if event == "partitions_assigned":
+            owned |= set(entry.get("partitions", []))
+        elif event in ("partitions_revoked", "partitions_lost"):
+            owned -= set(entry.get("partitions", []))
+    return owned
+
+
+def _scale_out(options: BenchOptions, texts: list[str], producer, reader: Reader, topic: str, command: list[str],
+               env: dict, workdir: Path, first: subprocess.Popen, first_log: Path, console: Console) -> dict[str, Any]:
+    """(5) Start more members in the first one's group, wait until they share the partitions, drain a backlog."""
+    logs = [first_log]
+    for index in range(2, options.members + 1):
+        logs.append(workdir / f"service{index}.log")
+        with open(logs[-1], "wb") as handle:
+            _EXTRA_MEMBERS.append(subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT))
+    members = [first, *_EXTRA_MEMBERS]
+    console.log(f"scale-out: {options.members} members in one group; waiting for them to share the partitions")
+    deadline, stable_since, last = time.monotonic() + 180, None, None
+    while True:
+        owned = [_assignment(log) for log in logs]
+        split = tuple(sorted(len(o) for o in owned))
+        settled = all(owned) and sum(map(len, owned)) == PARTITIONS and len(set().union(*owned)) == PARTITIONS
+        if settled and split == last:
+            stable_since = stable_since or time.monotonic()
+            if time.monotonic() - stable_since > 2.0:
+                break
+        else:
+            stable_since = None
+        last = split if settled else None
+        for member in members:
+            if member.poll() is not None:
+                raise RuntimeError(f"a scale-out member exited with code {member.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the members did not share the {PARTITIONS} partitions within 180 s: {owned}")
+        time.sleep(0.2)
+    batch = pick(texts, len(texts), 4)
+    console.log(f"scale-out: partitions split {list(split)}; producing a backlog of {len(batch)}")
+    started = time.time()
+    for index, text in enumerate(batch):
+        key, value = _event(index, text, "scale")
+        producer.produce(topic, value=value, key=key, headers=[(PHASE_HEADER, b"scale"),
+                                                                (SENT_HEADER, repr(time.time()).encode())])
+        producer.poll(0)
+    producer.flush(60)
+    console.log(f"scale-out: produced in {time.time() - started:.1f}s")
+    _wait_for(reader, b"scale", len(batch), max(120.0, 60.0 + len(batch) / 20), members, console,
+              "draining the scale-out backlog")
+    result = _backlog_rate([a for a in reader.arrivals if a.phase == b"scale"])
+    result.update(members=options.members, partitions=PARTITIONS, split=list(split))
+    console.log(f"scale-out: {result['per_s']:.1f} msgs/s with {options.members} members")
+    return result
 
 
 def _attach_profiler(pid: int, console: Console) -> subprocess.Popen | None:
@@ -537,7 +633,7 @@ def run_bench(args: Any) -> int:
     console.log(f"{len(texts)} texts from {source}; load average {load_before}")
 
     console.log(f"seed's way: pipeline() per inquiry, {options.seed_texts} inquiries x 2 models")
-    seed = bench_seed(options.model_dir, pick(texts, options.seed_texts, 0))
+    seed = bench_seed(options.model_dir, pick(texts, options.seed_texts, 0), settings.device)
     console.log(f"seed: {seed['per_s']:.1f} inquiries/s")
 
     model_texts = pick(texts, min(options.n, options.model_texts), 1)
@@ -546,6 +642,7 @@ def run_bench(args: Any) -> int:
     console.log(f"model: {model['per_s']:.1f} texts/s ({model['device']})")
 
     e2e, latency = bench_end_to_end(options, pick(texts, options.n, 3), console)
+    scale_out = latency.pop("scale_out", None)
     load_after = _load()
 
     result = {
@@ -559,6 +656,7 @@ def run_bench(args: Any) -> int:
         "model": model,
         "end_to_end": e2e,
         "latency": latency,
+        **({"scale_out": scale_out} if scale_out else {}),
         "ratios": {
             "e2e_over_seed": _ratio(e2e["per_s"], seed["per_s"]),
             "e2e_over_model": _ratio(e2e["per_s"], model["per_s"]),
@@ -583,10 +681,10 @@ def show(console: Console, result: dict[str, Any]) -> None:
     table.add_column("x seed", justify="right")
     table.add_column("notes")
     table.add_row("seed: pipeline() per inquiry, 2 models", str(seed["texts"]), f"{seed['per_s']:.1f}", "1.0",
-                  "fp32, one call per text per model")
+                  f"{seed.get('device', 'fp32')}, one call per text per model")
     table.add_row(f"model alone: predict() on batches of {model['batch_size']}", str(model["texts"]),
                   f"{model['per_s']:.1f}", f"{result['ratios']['model_over_seed']:.1f}",
-                  f"{model['device']}, {model['torch_threads']} torch threads"
+                  f"{model['device']}, {model['torch_threads']} thread(s) per model"
                   + (", intent | sentiment side by side" if model.get("parallel_models") else ""))
     service = e2e.get("service") or {}
     busy = f"; {service['batches']} batches of {service['mean_size']:.0f} on average" if service else ""
@@ -599,4 +697,9 @@ def show(console: Console, result: dict[str, Any]) -> None:
                   f"p50 {latency['p50_ms']} / p95 {latency['p95_ms']} / p99 {latency['p99_ms']} ms "
                   f"(max {latency['max_ms']})" + (f"; batches of {steady_service['mean_size']:.0f} on average"
                                                    if steady_service else ""))
+    scale = result.get("scale_out")
+    if scale:
+        table.add_row(f"scale-out: {scale['members']} `triage run` in one group", str(scale["messages"]),
+                      f"{scale['per_s']:.1f}", f"{_ratio(scale['per_s'], seed['per_s']):.1f}",
+                      f"{scale['over_one_member']:.2f} x one member; partitions split {scale['split']}")
     console.print(table)

@@ -17,10 +17,11 @@ RUN_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--human-topic", "human_topic", str, "topic for inquiries needing a person (inquiries.human_agent)"),
     ("--dlq-topic", "dlq_topic", str, "dead-letter topic for bad records (inquiries.dlq)"),
     ("--policy", "policy_file", Path, "routing policy TOML file (built-in default)"),
-    ("--batch-size", "batch_size", int, "max messages per micro-batch (64)"),
+    ("--batch-size", "batch_size", int, "max messages per micro-batch (256)"),
     ("--batch-max-wait-ms", "batch_max_wait_ms", int, "max wait for a started batch to fill, ms (10)"),
     ("--max-text-chars", "max_text_chars", int, "longer inquiry texts go to the DLQ (10000)"),
     ("--device", "device", str, "auto | cpu | cuda (auto)"),
+    ("--backend", "backend", str, "auto | torch | onnx (auto: the artifacts' int8 ONNX export on CPU when present)"),
     ("--topic-partitions", "topic_partitions", int, "partitions of topics created at start (3)"),
     ("--session-timeout-ms", "session_timeout_ms", int, "consumer group session timeout (45000)"),
     ("--max-poll-interval-ms", "max_poll_interval_ms", int, "max time between polls (300000)"),
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object with the numbers and ratios")
     bench.add_argument("--n", type=int, default=6000, help="inquiries in the end-to-end backlog (6000)")
     bench.add_argument("--model-dir", type=Path, default=Path("artifacts"), help="artifacts directory (artifacts)")
+    bench.add_argument("--members", type=int, default=1,
+                       help="N >= 2: also drain a backlog of N inquiries with N `triage run` processes in one "
+                            "consumer group (scale-out) and compare with one (1: skip)")
     bench.set_defaults(handler=_cmd_bench)
 
     topics = sub.add_parser("topics", help="topic administration for operators")
@@ -118,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
                         help="any librdkafka property for the admin client (repeatable)")
     create.set_defaults(handler=_cmd_topics_create)
+
+    export = sub.add_parser("export-onnx", help="add an int8 ONNX export to trained artifacts (fast CPU inference)",
+                            description="Export each artifact's network to ONNX, quantise its weights to int8 "
+                                        "(ONNX Runtime dynamic quantisation), check it against the original on "
+                                        "probe texts and record it in manifest.json. `triage train` does this "
+                                        "itself; use this for artifacts trained elsewhere. Needs the `train` "
+                                        "extra (onnx).")
+    export.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                        help="artifact directories (artifacts/intent artifacts/sentiment)")
+    export.set_defaults(handler=_cmd_export_onnx)
 
     sub.add_parser("train", help="train the intent or sentiment model (triage train --help)", add_help=False)
     sub.add_parser("evaluate", help="evaluate a model on a CSV (triage evaluate --help)", add_help=False)
@@ -231,6 +245,24 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
                             configs=configs)
     for topic in topics:
         print(f"{topic}: {'created' if topic in created else 'exists'}")
+    return 0
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from model.onnx import export_onnx
+
+    dirs = args.dirs or [Path("artifacts") / "intent", Path("artifacts") / "sentiment"]
+    for directory in dirs:
+        try:
+            export = export_onnx(directory)
+        except ImportError as exc:
+            print(f"triage: error: exporting needs the `train` extra ({exc.name or exc} is missing): "
+                  "pip install 'inquiry-triage[train]'", file=sys.stderr)
+            return 1
+        size = (directory / export.file).stat().st_size / 1e6
+        print(f"{directory}: {export.file} ({size:.1f} MB, {export.quantization}); agrees with the original on "
+              f"{export.probe_agreement:.0%} of {export.probe_texts} probe texts, "
+              f"max logit difference {export.probe_max_abs_logit_diff:.3f}")
     return 0
 
 

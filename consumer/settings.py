@@ -35,12 +35,15 @@ class Settings(BaseSettings):
     model_dir: Path = Path("artifacts")
     policy_file: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: the artifacts' int8 ONNX export through ONNX Runtime on CPU when present, else torch
+    backend: Literal["auto", "torch", "onnx"] = "auto"
     top_k: int = Field(default=3, ge=3)
-    inference_batch_size: int = Field(default=64, ge=1)
+    # texts per forward pass; unset: 16 on CPU (less padding), 256 on a GPU
+    inference_batch_size: int | None = Field(default=None, ge=1)
 
     # Micro-batching: a batch takes what is queued (up to batch_size) and, once it has a first message,
     # waits at most batch_max_wait_ms more to fill; a lone inquiry is answered without waiting longer
-    batch_size: int = Field(default=64, ge=1, le=10_000)
+    batch_size: int = Field(default=256, ge=1, le=10_000)
     batch_max_wait_ms: int = Field(default=10, ge=0, le=60_000)
     max_text_chars: int = Field(default=10_000, ge=1)
 

@@ -36,6 +36,23 @@ class DataFile(BaseModel):
     role: Literal["train", "validation", "calibration", "test"] = "train"
 
 
+class OnnxExport(BaseModel):
+    """The artifact's int8 ONNX export (see :mod:`model.onnx`), run by ONNX Runtime on CPU."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    sha256: str
+    #: SHA-256 of the safetensors weights it was exported from: other weights beside it make it stale
+    source_sha256: str
+    quantization: str
+    opset: int
+    #: how closely it followed the fp32 torch network on probe texts at export time
+    probe_texts: int = 0
+    probe_agreement: float | None = None
+    probe_max_abs_logit_diff: float | None = None
+
+
 class Manifest(BaseModel):
     """What a trained model is, where it came from and how well it did."""
 
@@ -55,6 +72,8 @@ class Manifest(BaseModel):
     data: list[DataFile] = Field(default_factory=list)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    #: the int8 ONNX export CPU inference runs when present (``triage export-onnx``)
+    onnx: OnnxExport | None = None
 
     @model_validator(mode="after")
     def _check_labels(self) -> Manifest:

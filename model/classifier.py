@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from model.artifacts import Manifest, read_manifest
 from model.errors import ArtifactError, InferenceError
+
+
+BACKENDS = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -109,28 +112,60 @@ class TextClassifier:
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._input_names = set(getattr(tokenizer, "model_input_names", ("input_ids", "attention_mask")))
         self._signature: object = _UNSET
+        self.backend = "torch"  # or "onnx-int8"
+        self.backend_note: str | None = None  # why ONNX is not used, when it is not
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "auto") -> TextClassifier:
+    def load(cls, directory: str | Path, device: str = "auto", backend: str = "auto",
+             threads: int | None = None) -> TextClassifier:
+        """Load an artifact directory.
+
+        ``backend``: ``torch`` runs the safetensors network; ``onnx`` runs the artifact's int8 ONNX export
+        with ONNX Runtime (CPU only; an error if it cannot); ``auto`` (default) runs ONNX on CPU where the
+        artifact has a valid export and onnxruntime is installed, else torch (:attr:`backend_note` says why).
+        ``threads`` is ONNX Runtime's intra-op thread count (default: torch's).
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         directory = Path(directory)
         manifest = read_manifest(directory)
         hf_logging.disable_progress_bar()  # no progress bars in service logs
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory)
-            network = AutoModelForSequenceClassification.from_pretrained(directory)
+            config = AutoConfig.from_pretrained(directory)
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"cannot load the model in {directory}: {exc}") from exc
-        id2label = {int(k): v for k, v in network.config.id2label.items()}
+        id2label = {int(k): v for k, v in config.id2label.items()}
         if [id2label.get(i) for i in range(len(manifest.labels))] != manifest.labels:
             raise ArtifactError(
                 f"{directory}: config id2label {id2label} does not match manifest labels {manifest.labels}"
             )
         choice = choose_device(device)
+        network, note = None, None
+        if backend != "torch":
+            network, note = _onnx_network(directory, manifest, choice, tokenizer, threads)
+            if network is None and backend == "onnx":
+                raise ArtifactError(f"{directory}: cannot run the ONNX backend: {note}")
+        if network is not None:
+            classifier = cls(directory, manifest, tokenizer, network, choice)
+            classifier.backend = "onnx-int8"
+            return classifier
+        try:
+            network = AutoModelForSequenceClassification.from_pretrained(directory)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"cannot load the model in {directory}: {exc}") from exc
         _detach_from_files(network)
         network.to(choice.device).eval()
         if choice.device.type == "cpu" and choice.autocast_dtype is not None:
             _cast_linear_weights(network, choice.autocast_dtype)
-        return cls(directory, manifest, tokenizer, network, choice)
+        classifier = cls(directory, manifest, tokenizer, network, choice)
+        classifier.backend_note = note
+        return classifier
+
+    @property
+    def runtime(self) -> str:
+        """Where and how the network runs, e.g. ``cpu/onnx-int8`` or ``cpu/bfloat16``."""
+        return f"cpu/{self.backend}" if self.backend != "torch" else self.device.description
 
     @property
     def version(self) -> str:
@@ -270,6 +305,20 @@ class _PackedLinear(torch.nn.Module):
         x = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         out = torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         return out.reshape(*shape[:-1], self.out_features)
+
+
+def _onnx_network(directory: Path, manifest: Manifest, choice: DeviceChoice, tokenizer, threads: int | None):
+    """(ONNX network, None) when the artifact's int8 export can run here, else (None, the reason)."""
+    from model.onnx import load_onnx_network, onnx_available
+
+    if choice.device.type != "cpu":
+        return None, f"ONNX runs on CPU; the device is {choice.device.type}"
+    if manifest.onnx is None:
+        return None, "the artifact has no ONNX export (`triage export-onnx`)"
+    if not onnx_available():
+        return None, "onnxruntime is not installed"
+    names = getattr(tokenizer, "model_input_names", ("input_ids", "attention_mask"))
+    return load_onnx_network(directory, manifest.onnx, names, threads or torch.get_num_threads())
 
 
 def _tokenizer_signature(tokenizer, max_length: int) -> str | None:

@@ -17,8 +17,10 @@ def _positive(value) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_bench_json_reports_every_measurement(tiny_model_dir, capsys):
-    args = argparse.Namespace(json=True, n=200, model_dir=tiny_model_dir, seed_texts=10, model_texts=200, latency_s=2)
+def test_bench_json_reports_every_measurement(tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("TRIAGE_BATCH_SIZE", "32")  # several batches out of 200 (the rate excludes the first)
+    args = argparse.Namespace(json=True, n=200, model_dir=tiny_model_dir, seed_texts=10, model_texts=200, latency_s=2,
+                              members=2)
     assert run_bench(args) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # stdout holds exactly one JSON object: progress went to stderr
@@ -37,6 +39,9 @@ def test_bench_json_reports_every_measurement(tiny_model_dir, capsys):
     assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     for key in ("e2e_over_seed", "e2e_over_model", "model_over_seed"):
         assert _positive(result["ratios"][key]), key
+    scale = result["scale_out"]  # two members in one group shared the partitions and drained a second backlog
+    assert scale["members"] == 2 and scale["messages"] == 200 and sorted(scale["split"]) == [2, 2]
+    assert _positive(scale["per_s"]) and _positive(scale["over_one_member"])
 
 
 def test_bench_without_models_is_a_clear_error(tmp_path, capsys):

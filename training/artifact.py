@@ -27,8 +27,13 @@ def version_string(task: str, files: list[DataFile], hyperparameters: dict, now:
     return f"{task}-{now.strftime('%Y%m%dT%H%MZ')}-{digest}"
 
 
-def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict) -> Manifest:
-    """Save weights (safetensors), tokenizer and manifest.json into ``directory``."""
+def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, probe_texts=None) -> Manifest:
+    """Save weights (safetensors), tokenizer and manifest.json into ``directory``, then the int8 ONNX export.
+
+    The export (what CPU inference runs, see :mod:`model.onnx`) is checked against the trained network on
+    ``probe_texts`` (held-out texts); without onnx/onnxruntime installed it is skipped with a note and the
+    artifact runs on torch.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
@@ -37,4 +42,13 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict) -> M
     version = version_string(manifest_fields["task"], manifest_fields["data"], manifest_fields["hyperparameters"], now)
     manifest = Manifest(version=version, created_at=now, **manifest_fields)
     write_manifest(directory, manifest)
-    return manifest
+    try:
+        from model.onnx import PROBE_TEXTS, export_onnx
+
+        export = export_onnx(directory, list(probe_texts or ()) or PROBE_TEXTS)
+    except ImportError as exc:
+        print(f"{manifest.task}: no ONNX export ({exc.name or exc} not installed); the model runs on torch")
+        return manifest
+    print(f"{manifest.task}: int8 ONNX export agrees with the trained network on {export.probe_agreement:.1%} of "
+          f"{export.probe_texts} held-out texts (max logit difference {export.probe_max_abs_logit_diff:.3f})")
+    return manifest.model_copy(update={"onnx": export})

@@ -64,6 +64,9 @@ def _add_evaluate_parser(sub) -> None:
         p.add_argument("--report", type=Path, default=None,
                        help="also write report.md and confusion.png into this directory")
         p.add_argument("--batch-size", type=int, default=64, help="texts per inference batch")
+        p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                       help="how the model runs: auto (the int8 ONNX export on CPU when the artifact has one, as "
+                            "the service does), torch, onnx")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +109,8 @@ def run_evaluate(args) -> int:
     from training.evaluate import EvaluationError, evaluate_csv
 
     try:
-        scored = evaluate_csv(args.task, args.model, args.data, args.text_column, args.label_column, args.batch_size)
+        scored = evaluate_csv(args.task, args.model, args.data, args.text_column, args.label_column, args.batch_size,
+                              backend=args.backend)
     except EvaluationError as exc:
         print(f"triage evaluate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

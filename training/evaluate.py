@@ -49,13 +49,13 @@ def gold_ids(labels: Sequence[str], known: Sequence[str]) -> np.ndarray:
     return np.array([index[y] for y in labels])
 
 
-def load_classifier(model_dir: Path, task: str):
-    """The runtime's TextClassifier for ``model_dir``, checked to be a ``task`` model."""
+def load_classifier(model_dir: Path, task: str, backend: str = "auto"):
+    """The runtime's TextClassifier for ``model_dir`` (run as the service runs it), checked to be a ``task`` model."""
     from model.classifier import TextClassifier
     from model.errors import ArtifactError
 
     try:
-        classifier = TextClassifier.load(model_dir)
+        classifier = TextClassifier.load(model_dir, backend=backend)
     except ArtifactError as exc:
         raise EvaluationError(str(exc)) from exc
     if classifier.manifest.task != task:
@@ -72,8 +72,8 @@ def score(classifier, texts: Sequence[str], labels: Sequence[str], batch_size: i
 
 
 def evaluate_csv(task: str, model_dir: Path, csv_path: Path, text_column: str, label_column: str,
-                 batch_size: int = 64) -> Scored:
+                 batch_size: int = 64, backend: str = "auto") -> Scored:
     texts, labels = read_labelled_csv(csv_path, text_column, label_column)
-    classifier = load_classifier(model_dir, task)
+    classifier = load_classifier(model_dir, task, backend)
     gold_ids(labels, classifier.labels)  # fail before running the model
     return score(classifier, texts, labels, batch_size)

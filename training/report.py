@@ -59,7 +59,8 @@ def intent_section(artifacts: Path, data_dir: Path, tmp: Path, train_missing: bo
     from training.evaluate import evaluate_csv
 
     lines = ["## Intent: cross-release validation", "",
-             "Trained on one Bitext release, scored on the other (texts shared by both removed).", "",
+             "Trained on one Bitext release, scored on the other (texts shared by both removed); models run as the "
+             "service runs them (int8 ONNX on CPU).", "",
              "| trained on | validated on | n | accuracy | macro-F1 | ECE (calibrated) | model |",
              "|---|---|---:|---:|---:|---:|---|"]
     for trained_on, other in CROSS_RELEASE.items():
@@ -77,6 +78,7 @@ def sentiment_section(model_dir: Path, data_dir: Path, tmp: Path) -> list[str]:
     from training.evaluate import evaluate_csv
 
     lines = ["## Sentiment: validation sources (none trained on)", "",
+             "Scored as the service runs the model (int8 ONNX on CPU).", "",
              "| source | n | accuracy | macro-F1 | negative recall | neutral recall | positive recall | ECE |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     if not (model_dir / "manifest.json").is_file():
@@ -87,6 +89,31 @@ def sentiment_section(model_dir: Path, data_dir: Path, tmp: Path) -> list[str]:
         name = f"{source} (temperature fitted here)" if source == CALIBRATION_SOURCE else source
         lines.append(f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {r['negative']} | "
                      f"{r['neutral']} | {r['positive']} | {m['ece']:.4f} |")
+    return lines
+
+
+def backend_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str]:
+    """The same models run both ways: torch (bf16 on AVX-512 CPUs) vs the int8 ONNX export the service runs."""
+    from model.artifacts import read_manifest
+    from training.evaluate import evaluate_csv
+
+    lines = ["## Speed work and accuracy: int8 ONNX vs torch, same models", "",
+             "`triage evaluate ... --backend torch` vs `--backend onnx` on every validation set above "
+             "(the service runs ONNX on CPU when the artifact has the export). Differences in points.", "",
+             "| model | validated on | n | accuracy torch | accuracy ONNX | Δ accuracy | Δ macro-F1 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    runs = [(artifacts / f"intent-{trained_on}", "intent", intent_validation_csv(data_dir, trained_on, tmp), other)
+            for trained_on, other in CROSS_RELEASE.items()]
+    runs += [(artifacts / "sentiment", "sentiment", sentiment_csv(data_dir, source, tmp), source)
+             for source in SENTIMENT_SOURCES]
+    for model_dir, task, csv_path, name in runs:
+        if not (model_dir / "manifest.json").is_file() or read_manifest(model_dir).onnx is None:
+            lines.append(f"| `{model_dir.name}` | {name} | | | | | no ONNX export: `triage export-onnx {model_dir}` |")
+            continue
+        a = evaluate_csv(task, model_dir, csv_path, "text", "label", backend="torch").metrics
+        b = evaluate_csv(task, model_dir, csv_path, "text", "label", backend="onnx").metrics
+        lines.append(f"| `{model_dir.name}` | {name} | {a['n']} | {a['accuracy']:.4f} | {b['accuracy']:.4f} | "
+                     f"{100 * (b['accuracy'] - a['accuracy']):+.2f} | {100 * (b['macro_f1'] - a['macro_f1']):+.2f} |")
     return lines
 
 
@@ -123,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", ""]
     lines += intent_section(args.artifacts, args.data_dir, tmp, args.train_missing) + [""]
     lines += sentiment_section(args.artifacts / "sentiment", args.data_dir, tmp) + [""]
+    lines += backend_section(args.artifacts, args.data_dir, tmp) + [""]
     lines += artifacts_section(args.artifacts) + [""]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines))

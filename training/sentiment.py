@@ -67,7 +67,7 @@ def train_sentiment(data_dir: Path, output: Path, base_model: str, config: Train
     manifest = save_artifact(output, model, tokenizer, {
         "task": "sentiment", "base_model": base_model, "labels": LABELS, "temperature": temperature,
         "max_length": config.max_length, "data": files, "hyperparameters": hparams, "metrics": metrics,
-    })
+    }, probe_texts=[r.text for r in sd.VALIDATION_SOURCES[sd.CALIBRATION_SOURCE][0](data_dir)][:1000])
     for name in TRAIN_TIME_VALIDATION:
         m = metrics[name]
         print(f"sentiment: {name}: accuracy {m['accuracy']:.3f}, negative recall {m['negative_recall']:.3f}, "
