@@ -75,7 +75,7 @@ def test_fast_paths_give_the_plain_huggingface_logits(tiny_model_dir):
     from model import TextClassifier
 
     for task in ("intent", "sentiment"):
-        classifier = TextClassifier.load(tiny_model_dir / task)
+        classifier = TextClassifier.load(tiny_model_dir / task, backend="torch")
         tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir / task)
         network = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir / task).eval()
         dtype = classifier.device.autocast_dtype

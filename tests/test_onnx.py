@@ -21,12 +21,16 @@ TEXTS = ["i want a refund thanks", "my password is awful", "can you help me talk
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):
-    """A copy of the tiny artifacts with int8 ONNX exports (the shared fixture stays torch-only)."""
+    """A copy of the tiny artifacts, exported again on this module's probe texts."""
     root = tmp_path_factory.mktemp("onnx-artifacts")
     for task in ("intent", "sentiment"):
         shutil.copytree(tiny_model_dir / task, root / task)
         export_onnx(root / task, TEXTS)
     return root
+
+
+def test_the_shared_test_artifacts_run_on_onnx_like_the_service(tiny_model):
+    assert tiny_model.runtime == "cpu/onnx-int8"  # so every service test exercises the default CPU path
 
 
 def _fp32_logits(directory, texts):
@@ -95,13 +99,18 @@ def test_tampered_or_missing_export_is_not_used(exported, tmp_path):
     assert "missing" in TextClassifier.load(tmp_path / "intent").backend_note
 
 
-def test_artifact_without_export_runs_on_torch_and_says_why(tiny_model_dir):
-    classifier = TextClassifier.load(tiny_model_dir / "intent")
+def test_artifact_without_export_runs_on_torch_and_says_why(tiny_model_dir, tmp_path):
+    from model.artifacts import write_manifest
+
+    shutil.copytree(tiny_model_dir / "intent", tmp_path / "intent")
+    (tmp_path / "intent" / ONNX_FILE).unlink()
+    write_manifest(tmp_path / "intent", read_manifest(tmp_path / "intent").model_copy(update={"onnx": None}))
+    classifier = TextClassifier.load(tmp_path / "intent")
     assert classifier.backend == "torch" and "no ONNX export" in classifier.backend_note
     with pytest.raises(ArtifactError, match="no ONNX export"):
-        TextClassifier.load(tiny_model_dir / "intent", backend="onnx")
+        TextClassifier.load(tmp_path / "intent", backend="onnx")
     with pytest.raises(ValueError, match="backend"):
-        TextClassifier.load(tiny_model_dir / "intent", backend="tensorrt")
+        TextClassifier.load(tmp_path / "intent", backend="tensorrt")
 
 
 def test_export_onnx_command(tiny_model_dir, tmp_path, capsys):

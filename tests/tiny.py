@@ -73,7 +73,8 @@ def _train(network, tokenizer, texts: list[str], labels: list[int], steps: int =
     network.eval()
 
 
-def build_artifact(directory: Path, task: str, seed: int = 0) -> Path:
+def build_artifact(directory: Path, task: str, seed: int = 0, onnx: bool = True) -> Path:
+    """A tiny trained artifact; with ``onnx`` also its int8 ONNX export, as `triage train` writes it."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
@@ -103,6 +104,10 @@ def build_artifact(directory: Path, task: str, seed: int = 0) -> Path:
         max_length=32,
         hyperparameters={"steps": 80, "seed": seed},
     ))
+    if onnx:
+        from model.onnx import export_onnx
+
+        export_onnx(directory, texts[:64])
     return directory
 
 
