@@ -69,7 +69,7 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
         health.update(model_loaded=True)
         log.info("model_loaded", versions=processor.model.versions.model_dump(),
                  runtime=processor.model.runtime,
-                 onnx_unused=processor.model.intent.backend_note or processor.model.sentiment.backend_note)
+                 onnx_unused=processor.model.backend_notes or None)
         prepare_topics(settings)
         reloader = ModelReloader(
             settings,

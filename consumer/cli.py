@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n", type=int, default=6000, help="inquiries in the end-to-end backlog (6000)")
     bench.add_argument("--model-dir", type=Path, default=Path("artifacts"), help="artifacts directory (artifacts)")
     bench.add_argument("--members", type=int, default=1,
-                       help="N >= 2: also drain a backlog of N inquiries with N `triage run` processes in one "
-                            "consumer group (scale-out) and compare with one (1: skip)")
+                       help="N >= 2: also drain a fresh backlog (--n inquiries) with N fresh `triage run` processes "
+                            "in one consumer group and compare with the one-process backlog rate (1: skip)")
     bench.set_defaults(handler=_cmd_bench)
 
     topics = sub.add_parser("topics", help="topic administration for operators")
@@ -261,7 +261,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
             return 1
         size = (directory / export.file).stat().st_size / 1e6
         print(f"{directory}: {export.file} ({size:.1f} MB, {export.quantization}); agrees with the original on "
-              f"{export.probe_agreement:.0%} of {export.probe_texts} probe texts, "
+              f"{export.probe_agreement:.1%} of {export.probe_texts} probe texts, "
               f"max logit difference {export.probe_max_abs_logit_diff:.3f}")
     return 0
 

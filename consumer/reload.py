@@ -40,14 +40,18 @@ class ModelReloader:
         self._pending: tuple[tuple[str, str], Future] | None = None
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-reload")
 
-    def _current(self) -> tuple[str, str]:
-        versions = self.processor.model.versions
-        return versions.intent, versions.sentiment
+    def _current(self) -> tuple[str, ...]:
+        model = self.processor.model
+        return _fingerprint(model.intent.manifest) + _fingerprint(model.sentiment.manifest)
 
-    def _on_disk(self) -> tuple[str, str] | None:
+    def _on_disk(self) -> tuple[str, ...] | None:
+        """(intent version, its ONNX export's hash, sentiment version, its export's hash) in MODEL_DIR.
+
+        The export counts: one added by `triage export-onnx` to the running version is a new model to load.
+        """
         try:
-            return (read_manifest(self.settings.model_dir / "intent").version,
-                    read_manifest(self.settings.model_dir / "sentiment").version)
+            return (_fingerprint(read_manifest(self.settings.model_dir / "intent"))
+                    + _fingerprint(read_manifest(self.settings.model_dir / "sentiment")))
         except ModelError:
             return None  # mid-write or removed: look again later
 
@@ -62,7 +66,7 @@ class ModelReloader:
         versions = self._on_disk()
         if versions is None or versions == self._current() or versions in self.refused:
             return
-        self.log.info("model_reload_started", intent=versions[0], sentiment=versions[1])
+        self.log.info("model_reload_started", intent=versions[0], sentiment=versions[2])
         self._pending = (versions, self._loader.submit(self._load_and_check))
 
     def _load_and_check(self) -> TriageModel:
@@ -82,15 +86,21 @@ class ModelReloader:
             model = future.result()
         except Exception as exc:  # any failure of a new model keeps the old one serving
             self.refused.add(versions)
-            self.log.error("model_reload_refused", intent=versions[0], sentiment=versions[1],
-                           error=f"{type(exc).__name__}: {exc}"[:300], serving=list(self._current()))
+            current = self._current()
+            self.log.error("model_reload_refused", intent=versions[0], sentiment=versions[2],
+                           error=f"{type(exc).__name__}: {exc}"[:300], serving=[current[0], current[2]])
             if self.on_refuse:
                 self.on_refuse()
             return
         self.processor.model = model
-        self.log.info("model_reloaded", intent=model.versions.intent, sentiment=model.versions.sentiment)
+        self.log.info("model_reloaded", intent=model.versions.intent, sentiment=model.versions.sentiment,
+                      runtime=model.runtime, onnx_unused=model.backend_notes or None)
         if self.on_swap:
             self.on_swap(model)
 
     def close(self) -> None:
         self._loader.shutdown(wait=False, cancel_futures=True)
+
+
+def _fingerprint(manifest) -> tuple[str, str]:
+    return manifest.version, manifest.onnx.sha256 if manifest.onnx is not None else ""

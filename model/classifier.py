@@ -159,7 +159,7 @@ class TextClassifier:
         if choice.device.type == "cpu" and choice.autocast_dtype is not None:
             _cast_linear_weights(network, choice.autocast_dtype)
         classifier = cls(directory, manifest, tokenizer, network, choice)
-        classifier.backend_note = note
+        classifier.backend_note = note if choice.device.type == "cpu" else None  # a GPU never wants the export
         return classifier
 
     @property
@@ -309,7 +309,7 @@ class _PackedLinear(torch.nn.Module):
 
 def _onnx_network(directory: Path, manifest: Manifest, choice: DeviceChoice, tokenizer, threads: int | None):
     """(ONNX network, None) when the artifact's int8 export can run here, else (None, the reason)."""
-    from model.onnx import load_onnx_network, onnx_available
+    from model.onnx import PROBE_TEXTS, int8_is_safe_here, load_onnx_network, onnx_available
 
     if choice.device.type != "cpu":
         return None, f"ONNX runs on CPU; the device is {choice.device.type}"
@@ -317,8 +317,21 @@ def _onnx_network(directory: Path, manifest: Manifest, choice: DeviceChoice, tok
         return None, "the artifact has no ONNX export (`triage export-onnx`)"
     if not onnx_available():
         return None, "onnxruntime is not installed"
+    if not int8_is_safe_here():
+        return None, "this CPU has no VNNI/AMX int8 instructions, on which the export was validated"
     names = getattr(tokenizer, "model_input_names", ("input_ids", "attention_mask"))
-    return load_onnx_network(directory, manifest.onnx, names, threads or torch.get_num_threads())
+    network, note = load_onnx_network(directory, manifest.onnx, names, threads or torch.get_num_threads())
+    if network is None:
+        return None, note
+    try:  # one forward pass before it serves: right shape, finite scores
+        inputs = tokenizer(list(PROBE_TEXTS[:2]), padding=True, truncation=True, max_length=manifest.max_length,
+                           return_tensors="pt")
+        logits = network(**{name: inputs[name] for name in network.input_names}).logits
+        if tuple(logits.shape) != (2, len(manifest.labels)) or not torch.isfinite(logits).all():
+            return None, f"the ONNX export gave logits of shape {tuple(logits.shape)} or non-finite ones"
+    except Exception as exc:  # any failure here means: serve with torch
+        return None, f"the ONNX export failed its check: {type(exc).__name__}"
+    return network, None
 
 
 def _tokenizer_signature(tokenizer, max_length: int) -> str | None:

@@ -24,6 +24,11 @@ DEFAULT_CPU_PASS = 16
 DEFAULT_GPU_PASS = 256
 
 
+def default_pass_size(classifier: TextClassifier) -> int:
+    """Texts per forward pass where none is configured: the service's default, also used by evaluation."""
+    return DEFAULT_GPU_PASS if classifier.device.device.type == "cuda" else DEFAULT_CPU_PASS
+
+
 class TriageModel:
     """The intent and sentiment classifiers the service runs, loaded from ``DIR/intent`` and ``DIR/sentiment``."""
 
@@ -37,8 +42,7 @@ class TriageModel:
         # Texts per forward pass (a batch is sorted by length and cut into these). On CPU small passes win:
         # less padding, and the cost per pass is small (`triage bench`: batches of 64 in passes of 16 ran
         # 1.2-1.4x faster than in one pass of 64); a GPU wants the whole batch at once.
-        on_gpu = intent.device.device.type == "cuda"
-        self.batch_size = batch_size or (DEFAULT_GPU_PASS if on_gpu else DEFAULT_CPU_PASS)
+        self.batch_size = batch_size or default_pass_size(intent)
         self.versions = ModelVersions(intent=intent.version, sentiment=sentiment.version)
         # Both models are usually fine-tuned from the same base: then one tokenization serves both.
         signature = intent.tokenizer_signature
@@ -62,6 +66,12 @@ class TriageModel:
             top_k=top_k,
             batch_size=batch_size,
         )
+
+    @property
+    def backend_notes(self) -> dict[str, str]:
+        """Why a model does not run its ONNX export, per model (empty when both do, or none was wanted)."""
+        notes = {"intent": self.intent.backend_note, "sentiment": self.sentiment.backend_note}
+        return {task: note for task, note in notes.items() if note}
 
     @property
     def runtime(self) -> str:

@@ -70,12 +70,58 @@ def test_torch_backend_can_be_forced(exported):
 
 
 def test_triage_model_runs_both_exports_side_by_side(exported):
+    from model.classifier import cpu_plan
+
     model = TriageModel.load(exported)
-    assert model.runtime == "cpu/onnx-int8"
-    reference = TriageModel.load(exported, backend="torch").predict(TEXTS)
-    got = model.predict(TEXTS * 10)
-    assert [p.intent.label for p in got[: len(TEXTS)]] == [p.intent.label for p in reference]
-    assert [p.sentiment.label for p in got[: len(TEXTS)]] == [p.sentiment.label for p in reference]
+    assert model.runtime == "cpu/onnx-int8" and model.backend_notes == {}
+    for classifier in (model.intent, model.sentiment):  # the CPU plan's threads reach ONNX Runtime
+        assert classifier.network.session.get_session_options().intra_op_num_threads == cpu_plan().threads
+    side_by_side = model.predict(TEXTS * 10)
+    pool, model._pool = model._pool, None
+    assert model.predict(TEXTS * 10) == side_by_side
+    model._pool = pool
+
+
+def test_a_gpu_never_runs_the_export(exported):
+    from transformers import AutoTokenizer
+
+    from model.classifier import DeviceChoice, _onnx_network
+
+    manifest = read_manifest(exported / "intent")
+    tokenizer = AutoTokenizer.from_pretrained(exported / "intent")
+    network, note = _onnx_network(exported / "intent", manifest, DeviceChoice(torch.device("cuda"), None), tokenizer,
+                                  None)
+    assert network is None and "CPU" in note
+
+
+def test_export_that_disagrees_with_the_original_is_refused(exported, tmp_path, monkeypatch):
+    import model.onnx as onnx_module
+
+    shutil.copytree(exported / "sentiment", tmp_path / "sentiment")
+    before = (tmp_path / "sentiment" / "manifest.json").read_bytes()
+    monkeypatch.setattr(onnx_module, "MIN_AGREEMENT", 1.01)  # nothing can agree on more than all texts
+    with pytest.raises(ArtifactError, match="agrees with the original on only"):
+        export_onnx(tmp_path / "sentiment", TEXTS)
+    assert (tmp_path / "sentiment" / "manifest.json").read_bytes() == before
+
+
+def test_an_export_added_to_the_running_version_is_a_reload(exported, tmp_path):
+    from types import SimpleNamespace
+
+    from consumer.reload import ModelReloader
+    from consumer.settings import Settings
+    from model.artifacts import write_manifest
+
+    for task in ("intent", "sentiment"):
+        shutil.copytree(exported / task, tmp_path / task)
+        write_manifest(tmp_path / task, read_manifest(tmp_path / task).model_copy(update={"onnx": None}))
+    running = TriageModel.load(tmp_path)
+    assert running.runtime != "cpu/onnx-int8"
+    reloader = ModelReloader(Settings(model_dir=tmp_path), SimpleNamespace(model=running), load=lambda: None)
+    assert reloader._on_disk() == reloader._current()
+    export_onnx(tmp_path / "intent", TEXTS)  # same version, now with its export
+    assert reloader._on_disk() != reloader._current()
+    reloader.close()
 
 
 def test_export_made_from_other_weights_is_not_used(exported, tmp_path):
@@ -99,6 +145,22 @@ def test_tampered_or_missing_export_is_not_used(exported, tmp_path):
     assert "missing" in TextClassifier.load(tmp_path / "intent").backend_note
 
 
+def test_export_onnx_runtime_cannot_load_is_not_used(exported, tmp_path):
+    import hashlib
+
+    from model.artifacts import write_manifest
+
+    shutil.copytree(exported / "intent", tmp_path / "intent")
+    garbage = b"not an onnx model"
+    (tmp_path / "intent" / ONNX_FILE).write_bytes(garbage)  # matching hash: only ONNX Runtime can tell
+    manifest = read_manifest(tmp_path / "intent")
+    onnx = manifest.onnx.model_copy(update={"sha256": hashlib.sha256(garbage).hexdigest()})
+    write_manifest(tmp_path / "intent", manifest.model_copy(update={"onnx": onnx}))
+    classifier = TextClassifier.load(tmp_path / "intent")
+    assert classifier.backend == "torch" and "ONNX Runtime cannot load" in classifier.backend_note
+    assert classifier.logits(TEXTS).shape == (len(TEXTS), len(classifier.labels))
+
+
 def test_artifact_without_export_runs_on_torch_and_says_why(tiny_model_dir, tmp_path):
     from model.artifacts import write_manifest
 
@@ -115,8 +177,11 @@ def test_artifact_without_export_runs_on_torch_and_says_why(tiny_model_dir, tmp_
 
 def test_export_onnx_command(tiny_model_dir, tmp_path, capsys):
     from consumer.cli import main
+    from model.artifacts import write_manifest
 
     shutil.copytree(tiny_model_dir / "sentiment", tmp_path / "sentiment")
+    (tmp_path / "sentiment" / ONNX_FILE).unlink()
+    write_manifest(tmp_path / "sentiment", read_manifest(tmp_path / "sentiment").model_copy(update={"onnx": None}))
     assert main(["export-onnx", str(tmp_path / "sentiment")]) == 0
     out = capsys.readouterr().out
     assert "model.int8.onnx" in out and "probe texts" in out

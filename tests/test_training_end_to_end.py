@@ -70,6 +70,17 @@ def test_artifact_loads_with_pipeline(trained):
     assert {d["role"] for d in manifest["data"]} == {"train", "validation"}
 
 
+def test_training_writes_the_int8_export_into_the_one_manifest(trained):
+    from model import TextClassifier
+    from model.artifacts import read_manifest, sha256_file
+
+    manifest = read_manifest(trained)
+    assert manifest.onnx is not None and manifest.onnx.probe_agreement >= 0.95
+    assert manifest.onnx.sha256 == sha256_file(trained / manifest.onnx.file)
+    assert manifest.onnx.source_sha256 == sha256_file(trained / "model.safetensors")
+    assert TextClassifier.load(trained).backend == "onnx-int8"
+
+
 def _csv(path: Path, rows) -> Path:
     with open(path, "w", newline="") as handle:
         csv.writer(handle).writerows([("message", "gold"), *rows])

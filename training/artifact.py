@@ -28,11 +28,12 @@ def version_string(task: str, files: list[DataFile], hyperparameters: dict, now:
 
 
 def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, probe_texts=None) -> Manifest:
-    """Save weights (safetensors), tokenizer and manifest.json into ``directory``, then the int8 ONNX export.
+    """Save weights (safetensors), tokenizer, the int8 ONNX export and, last, manifest.json into ``directory``.
 
     The export (what CPU inference runs, see :mod:`model.onnx`) is checked against the trained network on
-    ``probe_texts`` (held-out texts); without onnx/onnxruntime installed it is skipped with a note and the
-    artifact runs on torch.
+    ``probe_texts`` (held-out texts). If it cannot be made (onnx/onnxruntime missing, or it disagrees with the
+    network) the artifact is saved without it and runs on torch. The manifest is written once, export
+    included, so a service hot-reloading this directory loads the new version with its export.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -40,15 +41,19 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
     tokenizer.save_pretrained(directory)
     now = datetime.now(timezone.utc)
     version = version_string(manifest_fields["task"], manifest_fields["data"], manifest_fields["hyperparameters"], now)
-    manifest = Manifest(version=version, created_at=now, **manifest_fields)
-    write_manifest(directory, manifest)
+    task = manifest_fields["task"]
+    export = None
     try:
-        from model.onnx import PROBE_TEXTS, export_onnx
+        from model.onnx import PROBE_TEXTS, build_onnx
 
-        export = export_onnx(directory, list(probe_texts or ()) or PROBE_TEXTS)
+        export = build_onnx(directory, manifest_fields.get("max_length", 128), list(probe_texts or ()) or PROBE_TEXTS)
     except ImportError as exc:
-        print(f"{manifest.task}: no ONNX export ({exc.name or exc} not installed); the model runs on torch")
-        return manifest
-    print(f"{manifest.task}: int8 ONNX export agrees with the trained network on {export.probe_agreement:.1%} of "
-          f"{export.probe_texts} held-out texts (max logit difference {export.probe_max_abs_logit_diff:.3f})")
-    return manifest.model_copy(update={"onnx": export})
+        print(f"{task}: no ONNX export ({exc.name or exc} not installed); the model runs on torch")
+    except Exception as exc:  # the artifact is still good: it runs on torch
+        print(f"{task}: no ONNX export ({type(exc).__name__}: {exc}); the model runs on torch")
+    else:
+        print(f"{task}: int8 ONNX export agrees with the trained network on {export.probe_agreement:.1%} of "
+              f"{export.probe_texts} held-out texts (max logit difference {export.probe_max_abs_logit_diff:.3f})")
+    manifest = Manifest(version=version, created_at=now, onnx=export, **manifest_fields)
+    write_manifest(directory, manifest)
+    return manifest

@@ -63,16 +63,22 @@ def load_classifier(model_dir: Path, task: str, backend: str = "auto"):
     return classifier
 
 
-def score(classifier, texts: Sequence[str], labels: Sequence[str], batch_size: int = 64) -> Scored:
-    """Calibrated probabilities and metrics of ``classifier`` on (texts, labels)."""
+def score(classifier, texts: Sequence[str], labels: Sequence[str], batch_size: int | None = None) -> Scored:
+    """Calibrated probabilities and metrics of ``classifier`` on (texts, labels).
+
+    ``batch_size`` is texts per forward pass; by default the service's (16 on CPU, 256 on GPU), since the int8
+    export's scores move slightly with the texts sharing a pass.
+    """
+    from model.predictor import default_pass_size
+
     known = list(classifier.labels)
     gold = gold_ids(labels, known)
-    probs = classifier.predict_proba(list(texts), batch_size=batch_size)
+    probs = classifier.predict_proba(list(texts), batch_size=batch_size or default_pass_size(classifier))
     return Scored(known, probs, gold, classification_metrics(probs, gold, known))
 
 
 def evaluate_csv(task: str, model_dir: Path, csv_path: Path, text_column: str, label_column: str,
-                 batch_size: int = 64, backend: str = "auto") -> Scored:
+                 batch_size: int | None = None, backend: str = "auto") -> Scored:
     texts, labels = read_labelled_csv(csv_path, text_column, label_column)
     classifier = load_classifier(model_dir, task, backend)
     gold_ids(labels, classifier.labels)  # fail before running the model

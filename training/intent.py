@@ -102,7 +102,7 @@ def train_intent(
         "task": "intent", "base_model": base_model, "labels": labels, "categories": categories,
         "temperature": temperature, "max_length": config.max_length, "data": split.files,
         "hyperparameters": hparams, "metrics": metrics,
-    }, probe_texts=[x.text for x in split.held_out[:1000]])
+    }, probe_texts=random.Random(config.seed).sample([x.text for x in split.held_out], min(1000, len(split.held_out))))
     print(f"intent: {split.held_out_role} accuracy {held_metrics['accuracy']:.4f}, "
           f"T={temperature:.3f}, saved {output} ({manifest.version})")
     return manifest

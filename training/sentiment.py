@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def _files(data_dir: Path, sources, role: str, rows: Counter) -> list:
         for rel in table[source][1]:
             out.append(data_file(Path(data_dir) / rel, rows.get(source), role))
     return out
+
+
+def _probe_texts(data_dir: Path, seed: int, count: int = 1000) -> list[str]:
+    """A seeded sample of the calibration source: what the int8 export is checked on."""
+    texts = [r.text for r in sd.VALIDATION_SOURCES[sd.CALIBRATION_SOURCE][0](data_dir)]
+    return random.Random(seed).sample(texts, min(count, len(texts)))
 
 
 def score_sources(model, tokenizer, device, data_dir: Path, names, max_length: int) -> dict:
@@ -67,7 +74,7 @@ def train_sentiment(data_dir: Path, output: Path, base_model: str, config: Train
     manifest = save_artifact(output, model, tokenizer, {
         "task": "sentiment", "base_model": base_model, "labels": LABELS, "temperature": temperature,
         "max_length": config.max_length, "data": files, "hyperparameters": hparams, "metrics": metrics,
-    }, probe_texts=[r.text for r in sd.VALIDATION_SOURCES[sd.CALIBRATION_SOURCE][0](data_dir)][:1000])
+    }, probe_texts=_probe_texts(data_dir, config.seed))
     for name in TRAIN_TIME_VALIDATION:
         m = metrics[name]
         print(f"sentiment: {name}: accuracy {m['accuracy']:.3f}, negative recall {m['negative_recall']:.3f}, "
