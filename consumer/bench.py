@@ -269,10 +269,11 @@ def _event(index: int, text: str, phase: str) -> tuple[bytes, bytes]:
     return customer.encode(), value
 
 
-def _produce_backlog(producer, topic: str, texts: list[str]) -> None:
+def _produce_backlog(producer, topic: str, texts: list[str], phase: str = "backlog") -> None:
+    """Queue ``texts`` on ``topic`` as fast as the producer takes them, stamped with ``phase``; wait for the acks."""
     for index, text in enumerate(texts):
-        key, value = _event(index, text, "backlog")
-        headers = [(PHASE_HEADER, b"backlog"), (SENT_HEADER, repr(time.time()).encode())]
+        key, value = _event(index, text, phase)
+        headers = [(PHASE_HEADER, phase.encode()), (SENT_HEADER, repr(time.time()).encode())]
         while True:
             try:
                 producer.produce(topic, value=value, key=key, headers=headers)
@@ -282,7 +283,7 @@ def _produce_backlog(producer, topic: str, texts: list[str]) -> None:
         producer.poll(0)
     remaining = producer.flush(60)
     if remaining:
-        raise RuntimeError(f"{remaining} backlog records not acknowledged by the broker")
+        raise RuntimeError(f"{remaining} {phase} records not acknowledged by the broker")
 
 
 def _produce_steady(producer, topic: str, texts: list[str], rate: float, seconds: float, alive) -> int:
@@ -550,18 +551,7 @@ def _scale_out(options: BenchOptions, texts: list[str], producer, reader: Reader
     ensure_topics({"bootstrap.servers": bootstrap}, [scale["input_topic"]], PARTITIONS, 1)
     batch = pick(texts, len(texts), 4)
     console.log(f"scale-out: a backlog of {len(batch)} for {options.members} members in one group")
-    for index, text in enumerate(batch):
-        key, value = _event(index, text, "scale")
-        headers = [(PHASE_HEADER, b"scale"), (SENT_HEADER, repr(time.time()).encode())]
-        while True:
-            try:
-                producer.produce(scale["input_topic"], value=value, key=key, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError("scale-out backlog not acknowledged by the broker")
+    _produce_backlog(producer, scale["input_topic"], batch, phase="scale")
     logs = []
     for index in range(1, options.members + 1):
         logs.append(workdir / f"scale-member{index}.log")
