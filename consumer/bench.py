@@ -1,21 +1,28 @@
 """`triage bench`: how fast is the service, measured in one run, same models, same machine.
 
-Four measurements:
+Four measurements (five with ``--members N``):
 
 1. **seed** -- the seed's way: one ``transformers.pipeline("text-classification")`` call per inquiry per
    model (intent + sentiment), on a sample of texts;
 2. **model** -- the model alone: :meth:`TriageModel.predict` on batches of the runner's batch size;
 3. **end to end** -- a queued backlog of N inquiries (produced first, by an independent producer) drained
-   by a ``triage run`` subprocess through the embedded broker; msgs/s from the first routed event's
-   arrival at a reader to the last's (so model loading and the group forming are not counted);
+   by a ``triage run`` subprocess through the embedded broker; msgs/s from the first routed event to the
+   last, by the timestamps the service's producer gives the routed records (so model loading and the group
+   forming are not counted). The routed events are read back after the drain: nothing but the broker and
+   the service runs while it is measured;
 4. **latency** -- a steady load at about half of (3)'s rate for a while: p50/p95/p99 from production
-   (the producer's clock) to the routed event's arrival at a reader (same clock, same process).
+   (the producer's clock) to the routed event's arrival at a live reader (same clock, same process);
+5. **scale-out** -- as (3), with N fresh `triage run` processes in one consumer group.
+
+Each of (3)-(5) has topics, a consumer group and services of its own, and reports the CPU (in cores) the
+broker, the service(s) and the bench process used while it was measured.
 
 Progress goes to stderr; stdout carries the table or, with ``--json``, one JSON object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import math
@@ -43,6 +50,7 @@ LATENCY_FRACTION = 0.5  # steady rate = this x the end-to-end backlog rate
 PARTITIONS = 4  # splits evenly between the two members of the scale-out measurement
 SENT_HEADER = "bench.sent"  # production time (time.time(), ASCII) carried through the service in a header
 PHASE_HEADER = "bench.phase"
+WARM_UP = 512  # inquiries routed before the steady load starts: model loaded, group formed, buffers grown
 BITEXT = Path("data") / "bitext" / "customer_service_training_8k.csv"
 
 
@@ -305,53 +313,318 @@ def _produce_steady(producer, topic: str, texts: list[str], rate: float, seconds
     return index + 1
 
 
-def _wait_for(reader: Reader, phase: bytes, expected: int, timeout_s: float,
-              service: subprocess.Popen | list[subprocess.Popen], console: Console, what: str) -> None:
-    services = service if isinstance(service, list) else [service]
-    deadline = time.monotonic() + timeout_s
-    last_report = 0.0
-    while True:
-        got = reader.count(phase)
-        if got >= expected:
-            return
+def _wait_for(reader: Reader, phase: bytes, expected: int, timeout_s: float, services: list[subprocess.Popen],
+              console: Console, what: str) -> None:
+    """Wait until the reader has ``expected`` events of ``phase``."""
+
+    def count() -> int:
         if reader.error is not None:
             raise RuntimeError(f"the reader failed: {reader.error!r}")
-        for member in services:
-            if member.poll() is not None:
-                raise RuntimeError(f"`triage run` exited with code {member.returncode} while {what}")
+        return reader.count(phase)
+
+    _wait_until(count, expected, timeout_s, services, console, what, every_s=0.05)
+
+
+def _wait_until(count, expected: int, timeout_s: float, services: list[subprocess.Popen], console: Console,
+                what: str, every_s: float) -> None:
+    """Poll ``count()`` until it reaches ``expected``; fail when a service exits or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    last_report = time.monotonic()  # the first report after 5 s
+    while True:
+        got = count()
+        if got >= expected:
+            return
+        _check_alive(services, what)
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {got} of {expected} events routed within {timeout_s:.0f}s while {what}")
         if time.monotonic() - last_report > 5:
             console.log(f"{what}: {got}/{expected} routed")
             last_report = time.monotonic()
-        time.sleep(0.05)
+        time.sleep(every_s)
+
+
+def _check_alive(services: list[subprocess.Popen], what: str) -> None:
+    for member in services:
+        if member.poll() is not None:
+            raise RuntimeError(f"`triage run` exited with code {member.returncode} while {what}")
+
+
+def _routed(logs: list[Path]) -> int:
+    """Events the services say they routed: their ``batch`` log lines, written once the outputs are acknowledged."""
+    total = 0
+    for log in logs:
+        for entry in _log_entries(log):
+            if entry.get("event") == "batch":
+                total += sum(int(entry.get(route, 0)) for route in ("auto_response", "human_agent", "dlq"))
+    return total
+
+
+def _wait_logged(logs: list[Path], services: list[subprocess.Popen], expected: int, timeout_s: float,
+                 console: Console, what: str) -> None:
+    """Wait until the services' logs account for ``expected`` routed events (no reader polls the broker)."""
+    _wait_until(lambda: _routed(logs), expected, timeout_s, services, console, what, every_s=0.2)
+
+
+def _read_back(bootstrap: str, topics: list[str], phase: bytes, expected: int, services: list[subprocess.Popen],
+               console: Console, what: str) -> list[Arrival]:
+    """A drained phase's routed events, read from the beginning of its output topics after the drain."""
+    reader = Reader(bootstrap, topics, PARTITIONS).start()
+    try:
+        _wait_for(reader, phase, expected, 60.0, services, console, what)
+    finally:
+        reader.close()
+    return [a for a in reader.arrivals if a.phase == phase]
 
 
 def _backlog_rate(arrivals: list[Arrival]) -> dict[str, Any]:
-    """msgs/s from the first routed event's arrival to the last's.
+    """msgs/s from the first routed event to the last, by the routed records' own timestamps.
 
-    The events of the first batch arrive together at the start of the interval, so they are not counted:
-    rate = (events after the first batch) / (last arrival - first arrival). The first batch is the set of
-    events sharing the first event's ``triage.processed_at``.
+    The service's producer stamps each routed record as it publishes it, and the records are read back after
+    the drain, so no reader competes with the service for the CPU while it is measured. The events of the
+    first batch are stamped together at the start of the interval, so they are not counted:
+    rate = (events after the first batch) / (last stamp - first stamp). The first batch is the set of events
+    sharing the first event's ``triage.processed_at``.
     """
-    arrivals = sorted(arrivals, key=lambda a: a.at)
-    first_at, last_at = arrivals[0].at, arrivals[-1].at
+    if any(math.isnan(a.broker_ts) for a in arrivals):
+        raise RuntimeError("routed records without a timestamp: the rate cannot be measured")
+    arrivals = sorted(arrivals, key=lambda a: a.broker_ts)
+    first_at, last_at = arrivals[0].broker_ts, arrivals[-1].broker_ts
     first_batch = 1
     stamp = _processed_at(arrivals[0].value)
     if stamp is not None:
         first_batch = max(1, sum(1 for a in arrivals if _processed_at(a.value) == stamp))
     seconds = last_at - first_at
-    counted = len(arrivals) - first_batch
-    broker = sorted(a.broker_ts for a in arrivals if not math.isnan(a.broker_ts))
-    result = {
+    return {
         "messages": len(arrivals),
         "seconds": round(seconds, 3),
-        "per_s": _rate(counted, seconds),
+        "per_s": _rate(len(arrivals) - first_batch, seconds),
         "first_batch": first_batch,
+        "window": (first_at, last_at),
     }
-    if len(broker) == len(arrivals) and broker[-1] > broker[0]:
-        result["per_s_broker_ts"] = _rate(counted, broker[-1] - broker[0])
-    return result
+
+
+class CpuMeter:
+    """CPU time of named processes, sampled from /proc in a thread, to tell how a phase shared the machine.
+
+    ``cores(name, start, end)`` is the CPU the process used in [start, end] (``time.time()`` seconds) in cores:
+    1.0 is one core busy throughout. Where /proc is not available (not Linux) it is None.
+    """
+
+    def __init__(self, every_s: float = 0.1):
+        self.every_s = every_s
+        self.pids: dict[str, int] = {}
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._thread = threading.Thread(target=self._run, name="bench-cpu", daemon=True)
+        self._thread.start()
+
+    def watch(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _cpu_s(self, pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime, all threads
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            reading = {name: self._cpu_s(pid) for name, pid in list(self.pids.items())}
+            self.samples.append((time.time(), {k: v for k, v in reading.items() if v is not None}))
+
+    def cores(self, name: str, start: float, end: float) -> float | None:
+        """From the last sample at or before ``start`` to the first at or after ``end`` (a short window is
+        widened to the samples around it)."""
+        readings = [(at, values[name]) for at, values in list(self.samples) if name in values]
+        before = [r for r in readings if r[0] <= start] or readings[:1]
+        after = [r for r in readings if r[0] >= end] or readings[-1:]
+        if not before or not after or after[0][0] <= before[-1][0]:
+            return None
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return round((c1 - c0) / (t1 - t0), 2)
+
+    def shares(self, start: float, end: float, names: list[str]) -> dict[str, float]:
+        """{name: cores} for the processes measured in the window (the ones /proc could read)."""
+        out = {}
+        for name in names:
+            value = self.cores(name, start, end)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def _phase_names(run: str, phase: str) -> dict[str, str]:
+    base = f"bench-{run}-{phase}"
+    return {"input_topic": base, "auto_topic": f"{base}.auto_response", "human_topic": f"{base}.human_agent",
+            "dlq_topic": f"{base}.dlq", "group_id": f"triage-{base}"}
+
+
+def _outputs(names: dict[str, str]) -> list[str]:
+    return [names["auto_topic"], names["human_topic"], names["dlq_topic"]]
+
+
+@dataclass
+class EndToEnd:
+    """(3), (4) and (5) against one embedded broker, each phase on topics, a group and services of its own.
+
+    Tansu's in-memory storage spends more CPU on a fetch the more the topic holds (measured on 2 cores at
+    360 msgs/s: the broker's CPU grew from 0.3 to 1.0 cores over five rounds of about 6,500 messages on the
+    same topics, and stayed at about 0.35 on fresh ones), so no phase pays for an earlier phase's data.
+    """
+
+    options: BenchOptions
+    console: Console
+    bootstrap: str
+    producer: Any
+    meter: CpuMeter
+    workdir: Path
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    services: list[subprocess.Popen] = field(default_factory=list)  # every process started, stopped on exit
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "PYTHONUNBUFFERED": "1",
+                "TRIAGE_METRICS_PORT": "0",  # any free port: several members may run side by side
+                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
+
+    def phase(self, phase: str) -> dict[str, str]:
+        from consumer.topics import ensure_topics
+
+        names = _phase_names(self.run, phase)
+        ensure_topics({"bootstrap.servers": self.bootstrap}, [names["input_topic"], *_outputs(names)], PARTITIONS, 1)
+        return names
+
+    def spawn(self, names: dict[str, str], log: Path, name: str) -> subprocess.Popen:
+        with open(log, "wb") as handle:
+            process = subprocess.Popen(_service_command(self.bootstrap, self.options.model_dir, names), env=self.env(),
+                                       stdout=handle, stderr=subprocess.STDOUT)
+        self.services.append(process)
+        self.meter.watch(name, process.pid)
+        return process
+
+    def drain(self, texts: list[str], phase: str, members: int = 1) -> dict[str, Any]:
+        """A backlog queued first, then drained by ``members`` fresh `triage run` processes in one group.
+
+        msgs/s from the first routed event to the last (loading the model and forming the group are not
+        counted, a rebalance is). The services' logs tell when it is done; the routed events are read back after.
+        """
+        names = self.phase(phase)
+        self.console.log(f"{phase}: queueing a backlog of {len(texts)} inquiries on {names['input_topic']}")
+        _produce_backlog(self.producer, names["input_topic"], texts, phase)
+        logs = [self.workdir / f"{phase}-member{index}.log" for index in range(1, members + 1)]
+        member_names = ["service"] if members == 1 else [f"member{index}" for index in range(1, members + 1)]
+        self.console.log(f"{phase}: starting {members} `triage run`")
+        spawned = time.time()
+        processes = [self.spawn(names, log, name) for log, name in zip(logs, member_names)]
+        profiler = _attach_profiler(processes[0].pid, self.console) if phase == "backlog" else None
+        what = "draining the backlog" if phase == "backlog" else f"draining the {phase} backlog"
+        timeout = self.options.timeout_s or max(120.0, 60.0 + len(texts) / 20)
+        try:
+            _wait_logged(logs, processes, len(texts), timeout, self.console, what)
+            owned = [_assignment(log) for log in logs]  # before they stop (and log their partitions revoked)
+            arrivals = _read_back(self.bootstrap, _outputs(names), phase.encode(), len(texts), processes,
+                                  self.console, "reading back the routed events of " + what.removeprefix("draining "))
+        except BaseException:
+            _show_log_tail(logs[0], self.console)
+            raise
+        finally:
+            _stop(processes)
+            if profiler is not None:
+                profiler.wait(30)
+        result = _backlog_rate(arrivals)
+        start, end = result.pop("window")
+        result["startup_s"] = round(start - spawned, 2)
+        result["cpu_cores"] = self.meter.shares(start, end, ["broker", *member_names, "bench"])
+        if members == 1:
+            result["service"] = _service_batches(logs[0])
+        else:
+            result.update(members=members, partitions=PARTITIONS, split=sorted(len(o) for o in owned),
+                          per_member_batches=[_service_batches(log).get("batches", 0) for log in logs])
+        return result
+
+    def steady(self, texts: list[str], rate: float) -> dict[str, Any]:
+        """A steady load at ``rate`` for ``latency_s`` on a running service; latency from production to arrival."""
+        names = self.phase("steady")
+        log = self.workdir / "steady.log"
+        service = self.spawn(names, log, "steady_service")
+        reader = Reader(self.bootstrap, _outputs(names), PARTITIONS).start()
+        try:
+            warm_up = texts[:WARM_UP]  # routed before the clock starts
+            _produce_backlog(self.producer, names["input_topic"], warm_up, phase="warmup")
+            _wait_for(reader, b"warmup", len(warm_up), 120.0, [service], self.console, "starting the steady-load service")
+            time.sleep(1.0)  # let the service go idle first
+            self.console.log(f"steady load: {rate:.0f} msgs/s for {self.options.latency_s:.0f}s")
+            steady_from = time.time()
+            sent = _produce_steady(self.producer, names["input_topic"], texts, rate, self.options.latency_s,
+                                   lambda: service.poll() is None)
+            _wait_for(reader, b"steady", sent, 60.0, [service], self.console, "routing the steady load")
+        except BaseException:
+            _show_log_tail(log, self.console)
+            raise
+        finally:
+            reader.close()
+            _stop([service])
+        steady = [a for a in reader.arrivals if a.phase == b"steady"]
+        return {
+            "target_per_s": round(rate, 1),
+            "seconds": self.options.latency_s,
+            "messages": len(steady),
+            **_percentiles([a.at - a.sent for a in steady]),
+            "broker_ts": _percentiles([a.broker_ts - a.sent for a in steady if not math.isnan(a.broker_ts)]),
+            "cpu_cores": self.meter.shares(steady_from, max(a.at for a in steady), ["broker", "steady_service", "bench"]),
+            "service": _service_batches(log, since=steady_from),
+        }
+
+
+def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) -> tuple[dict, dict, dict | None]:
+    """(3) the backlog, (4) the steady load and, with ``members`` >= 2, (5) the scale-out, on one embedded broker."""
+    from confluent_kafka import Producer
+
+    from consumer.broker import EmbeddedBroker
+
+    workdir = Path(tempfile.mkdtemp(prefix="triage-bench-"))
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker(log_file=workdir / "broker.log"))
+        meter = CpuMeter()
+        stack.callback(meter.close)
+        meter.watch("broker", broker.process.pid)
+        meter.watch("bench", os.getpid())  # the load generator (and, after each drain, the reader)
+        # the load generator batches as a default librdkafka producer does (linger 5 ms, counted in the latency):
+        # one request per inquiry would cost the broker, on the same 2 cores, more than the service it measures
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5, "enable.idempotence": True,
+                             "queue.buffering.max.messages": 200_000, "log_level": 3})
+        stack.callback(_close_producer, producer)  # before the broker stops, so it does not log the disconnection
+        bench = EndToEnd(options, console, broker.bootstrap_servers, producer, meter, workdir)
+        stack.callback(_stop, bench.services)  # first on the way out: every service still running
+
+        e2e = bench.drain(texts, "backlog")
+        console.log(f"end to end: {e2e['per_s']:.1f} msgs/s")
+        rate = max(1.0, e2e["per_s"] * options.latency_fraction)
+        latency = bench.steady(pick(texts, max(1, len(texts)), 2), rate)
+        console.log(f"latency: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
+        scale = None
+        if options.members > 1:
+            scale = bench.drain(pick(texts, len(texts), 4), "scale", options.members)
+            scale["over_one_member"] = _ratio(scale["per_s"], e2e["per_s"])
+            console.log(f"scale-out: {scale['per_s']:.1f} msgs/s with {options.members} members")
+    return e2e, latency, scale
+
+
+def _close_producer(producer) -> None:
+    producer.flush(10)
+    if hasattr(producer, "close"):
+        producer.close()
+
+
+def _show_log_tail(log: Path, console: Console) -> None:
+    tail = log.read_bytes()[-3000:].decode("utf-8", "replace") if log.exists() else ""
+    console.log(f"service log ({log}), last lines:\n{tail}")
 
 
 def _processed_at(value: bytes | None) -> str | None:
@@ -416,93 +689,6 @@ def _service_batches(log_path: Path, since: float | None = None, until: float | 
     }
 
 
-def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) -> tuple[dict, dict]:
-    from confluent_kafka import Producer
-
-    from consumer.broker import EmbeddedBroker
-    from consumer.topics import ensure_topics
-
-    run = uuid.uuid4().hex[:8]
-    names = {
-        "input_topic": f"bench-{run}",
-        "auto_topic": f"bench-{run}.auto_response",
-        "human_topic": f"bench-{run}.human_agent",
-        "dlq_topic": f"bench-{run}.dlq",
-        "group_id": f"triage-bench-{run}",
-    }
-    outputs = [names["auto_topic"], names["human_topic"], names["dlq_topic"]]
-    workdir = Path(tempfile.mkdtemp(prefix="triage-bench-"))
-    service_log = workdir / "service.log"
-    with EmbeddedBroker(log_file=workdir / "broker.log") as broker:
-        bootstrap = broker.bootstrap_servers
-        ensure_topics({"bootstrap.servers": bootstrap}, [names["input_topic"], *outputs], PARTITIONS, 1)
-        # the load generator batches as a default librdkafka producer does (linger 5 ms, counted in the latency):
-        # one request per inquiry would cost the broker, on the same 2 cores, more than the service it measures
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
-                             "queue.buffering.max.messages": 200_000, "log_level": 3})
-        console.log(f"producing a backlog of {len(texts)} inquiries to {names['input_topic']}")
-        _produce_backlog(producer, names["input_topic"], texts)
-        reader = Reader(bootstrap, outputs, PARTITIONS).start()
-
-        env = {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "PYTHONUNBUFFERED": "1",
-               "TRIAGE_METRICS_PORT": "0",  # any free port: several members may run side by side
-               "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-               "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
-        command = _service_command(bootstrap, options.model_dir, names)
-        members: list[subprocess.Popen] = []  # (5)'s processes, stopped with the first one
-        console.log("starting `triage run`")
-        spawned = time.time()
-        with open(service_log, "wb") as log_handle:
-            service = subprocess.Popen(command, env=env, stdout=log_handle, stderr=subprocess.STDOUT)
-        profiler = _attach_profiler(service.pid, console)
-        try:
-            timeout = options.timeout_s or max(120.0, 60.0 + len(texts) / 20)
-            _wait_for(reader, b"backlog", len(texts), timeout, service, console, "draining the backlog")
-            backlog = [a for a in reader.arrivals if a.phase == b"backlog"]
-            e2e = _backlog_rate(backlog)
-            e2e["startup_s"] = round(min(a.at for a in backlog) - spawned, 2)
-            drained_at = max(a.at for a in backlog)
-            e2e["service"] = _service_batches(service_log, until=drained_at + 0.5)
-            console.log(f"end to end: {e2e['per_s']:.1f} msgs/s")
-
-            rate = max(1.0, e2e["per_s"] * options.latency_fraction)
-            time.sleep(1.0)  # let the service go idle first
-            console.log(f"steady load: {rate:.0f} msgs/s for {options.latency_s:.0f}s")
-            steady_from = time.time()
-            sent = _produce_steady(producer, names["input_topic"], pick(texts, max(1, len(texts)), 2), rate,
-                                   options.latency_s, lambda: service.poll() is None)
-            _wait_for(reader, b"steady", sent, 60.0, service, console, "routing the steady load")
-            steady = [a for a in reader.arrivals if a.phase == b"steady"]
-            latency = {
-                "target_per_s": round(rate, 1),
-                "seconds": options.latency_s,
-                "messages": len(steady),
-                **_percentiles([a.at - a.sent for a in steady]),
-                "broker_ts": _percentiles([a.broker_ts - a.sent for a in steady if not math.isnan(a.broker_ts)]),
-                "service": _service_batches(service_log, since=steady_from),
-            }
-            console.log(f"latency: p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
-            if options.members > 1:
-                _stop([service])  # (5) measures fresh members on a fresh backlog, as (3) measured one
-                scale = _scale_out(options, texts, producer, reader, bootstrap, names, env, workdir, members,
-                                   console)
-                scale["over_one_member"] = _ratio(scale["per_s"], e2e["per_s"])
-                latency["scale_out"] = scale  # carried out to run_bench
-        except BaseException:
-            tail = service_log.read_bytes()[-3000:].decode("utf-8", "replace") if service_log.exists() else ""
-            console.log(f"service log ({service_log}), last lines:\n{tail}")
-            raise
-        finally:
-            reader.close()
-            _stop([service, *members])
-            if profiler is not None:
-                profiler.wait(30)
-            producer.flush(10)
-            if hasattr(producer, "close"):  # before the broker stops, so it does not log the disconnection
-                producer.close()
-    return e2e, latency
-
-
 def _service_command(bootstrap: str, model_dir: Path, names: dict[str, str]) -> list[str]:
     command = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,
                "--model-dir", str(model_dir), "--log-format", "json", "--log-level", "info"]
@@ -535,37 +721,6 @@ def _assignment(log_path: Path) -> set[int]:
         elif event in ("partitions_revoked", "partitions_lost"):
             owned -= set(entry.get("partitions", []))
     return owned
-
-
-def _scale_out(options: BenchOptions, texts: list[str], producer, reader: Reader, bootstrap: str,
-               names: dict[str, str], env: dict, workdir: Path, members: list[subprocess.Popen],
-               console: Console) -> dict[str, Any]:
-    """(5) A fresh backlog drained by ``options.members`` fresh `triage run` processes in one new group.
-
-    Measured as (3) is: the backlog is queued on a new topic first, then the members start together;
-    msgs/s from the first routed event to the last (the group forming is not counted, a rebalance is).
-    """
-    from consumer.topics import ensure_topics
-
-    scale = {**names, "input_topic": names["input_topic"] + "-scale", "group_id": names["group_id"] + "-scale"}
-    ensure_topics({"bootstrap.servers": bootstrap}, [scale["input_topic"]], PARTITIONS, 1)
-    batch = pick(texts, len(texts), 4)
-    console.log(f"scale-out: a backlog of {len(batch)} for {options.members} members in one group")
-    _produce_backlog(producer, scale["input_topic"], batch, phase="scale")
-    logs = []
-    for index in range(1, options.members + 1):
-        logs.append(workdir / f"scale-member{index}.log")
-        with open(logs[-1], "wb") as handle:
-            members.append(subprocess.Popen(_service_command(bootstrap, options.model_dir, scale), env=env,
-                                            stdout=handle, stderr=subprocess.STDOUT))
-    _wait_for(reader, b"scale", len(batch), max(120.0, 60.0 + len(batch) / 20), members, console,
-              "draining the scale-out backlog")
-    result = _backlog_rate([a for a in reader.arrivals if a.phase == b"scale"])
-    owned = [_assignment(log) for log in logs]
-    result.update(members=options.members, partitions=PARTITIONS, split=sorted(len(o) for o in owned),
-                  per_member_batches=[_service_batches(log).get("batches", 0) for log in logs])
-    console.log(f"scale-out: {result['per_s']:.1f} msgs/s with {options.members} members")
-    return result
 
 
 def _attach_profiler(pid: int, console: Console) -> subprocess.Popen | None:
@@ -633,8 +788,7 @@ def run_bench(args: Any) -> int:
     model = bench_model(options.model_dir, model_texts, settings.batch_size, settings)
     console.log(f"model: {model['per_s']:.1f} texts/s ({model['device']})")
 
-    e2e, latency = bench_end_to_end(options, pick(texts, options.n, 3), console)
-    scale_out = latency.pop("scale_out", None)
+    e2e, latency, scale_out = bench_end_to_end(options, pick(texts, options.n, 3), console)
     load_after = _load()
 
     result = {
@@ -682,16 +836,59 @@ def show(console: Console, result: dict[str, Any]) -> None:
     busy = f"; {service['batches']} batches of {service['mean_size']:.0f} on average" if service else ""
     table.add_row(f"end to end: backlog of {e2e['messages']}, `triage run`", str(e2e["messages"]),
                   f"{e2e['per_s']:.1f}", f"{result['ratios']['e2e_over_seed']:.1f}",
-                  f"{result['ratios']['e2e_over_model']:.2f} of model alone; startup {e2e['startup_s']}s{busy}")
+                  f"{result['ratios']['e2e_over_model']:.2f} of model alone; startup {e2e['startup_s']}s{busy}"
+                  + _cpu_note(e2e))
     steady_service = latency.get("service") or {}
     table.add_row(f"latency: steady {latency['target_per_s']:.0f}/s for {latency['seconds']:.0f}s",
                   str(latency["messages"]), "", "",
                   f"p50 {latency['p50_ms']} / p95 {latency['p95_ms']} / p99 {latency['p99_ms']} ms "
                   f"(max {latency['max_ms']})" + (f"; batches of {steady_service['mean_size']:.0f} on average"
-                                                   if steady_service else ""))
+                                                   if steady_service else "") + _cpu_note(latency))
     scale = result.get("scale_out")
     if scale:
         table.add_row(f"scale-out: {scale['members']} `triage run` in one group", str(scale["messages"]),
                       f"{scale['per_s']:.1f}", f"{_ratio(scale['per_s'], seed['per_s']):.1f}",
-                      f"{scale['over_one_member']:.2f} x one member; partitions split {scale['split']}")
+                      f"{scale['over_one_member']:.2f} x one member; partitions split {scale['split']}"
+                      + _cpu_note(scale))
     console.print(table)
+
+
+def _cpu_note(measured: dict[str, Any]) -> str:
+    """'; CPU: broker 0.2, service 1.7 cores' from a phase's ``cpu_cores``."""
+    cores = measured.get("cpu_cores") or {}
+    if not cores:
+        return ""
+    return "; CPU: " + ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in cores.items()) + " cores"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The README's table for a ``triage bench --json`` result: ``python -m consumer.bench reports/bench.json``."""
+    seed, model, e2e, latency = result["seed"], result["model"], result["end_to_end"], result["latency"]
+    ratios = result["ratios"]
+    rows = [
+        "| measurement | texts | rate (texts/s) | × seed | notes |",
+        "|---|---:|---:|---:|---|",
+        f"| (1) seed's way: `pipeline()` per inquiry, per model | {seed['texts']} | {seed['per_s']:.1f} | 1.0 | "
+        f"{seed.get('device', 'fp32')}, one call at a time |",
+        f"| (2) model alone, batches of {model['batch_size']} | {model['texts']} | {model['per_s']:.1f} | "
+        f"{ratios['model_over_seed']:.1f} | {model['device']}, {model['torch_threads']} thread(s) per model"
+        + (", models side by side" if model.get("parallel_models") else "") + " |",
+        f"| (3) end to end, backlog through broker + `triage run` | {e2e['messages']} | {e2e['per_s']:.1f} | "
+        f"{ratios['e2e_over_seed']:.1f} | **{ratios['e2e_over_model']:.2f} of model alone**; "
+        f"{(e2e.get('service') or {}).get('batches', '?')} batches{_cpu_note(e2e)} |",
+        f"| (4) steady load at {latency['target_per_s']:.1f}/s for {latency['seconds']:.0f} s | {latency['messages']} "
+        f"| – | – | production → routed p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms, "
+        f"**p99 {latency['p99_ms']} ms**; batches of {(latency.get('service') or {}).get('mean_size', '?')} on average"
+        f"{_cpu_note(latency)} |",
+    ]
+    scale = result.get("scale_out")
+    if scale:
+        rows.append(f"| (5) {scale['members']} members, fresh backlog | {scale['messages']} | {scale['per_s']:.1f} | "
+                    f"{_ratio(scale['per_s'], seed['per_s']):.1f} | {scale['over_one_member']:.2f} × one member (3); "
+                    f"partitions split {scale['split']}{_cpu_note(scale)} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m consumer.bench reports/bench.json: the README's table
+    for name in sys.argv[1:]:
+        print(markdown(orjson.loads(Path(name).read_bytes())))

@@ -190,7 +190,7 @@ class Runner:
 
     Batching adapts to the backlog: what is already queued is taken at once (up to ``batch_size``); when
     idle, the runner blocks for the first message only, then lingers at most ``batch_max_wait_ms`` to fill
-    the batch. Inference runs in a worker thread; when it is slow, the runner pauses its partitions and
+    the model's first forward pass (a GPU's pass is the whole batch). Inference runs in a worker thread; when it is slow, the runner pauses its partitions and
     keeps polling, so the member stays in the group however long a batch takes.
     """
 
@@ -264,11 +264,19 @@ class Runner:
             batch = self._poll(consumer, 1, self.IDLE_POLL_S)
             if batch and size > 1:
                 batch += self._poll(consumer, size - 1, 0)
+        # Linger only to fill the first forward pass: past one pass (16 texts on CPU), waiting buys no speed,
+        # only latency; a GPU's pass is the whole batch.
+        fill = min(size, self._pass_size())
         linger = self.settings.batch_max_wait_ms / 1000
-        if batch and len(batch) < size and linger > 0:
-            batch += self._poll(consumer, size - len(batch), linger)
+        if batch and len(batch) < fill and linger > 0:
+            batch += self._poll(consumer, fill - len(batch), linger)
         # a revoke inside one of these polls gave some partitions away: their new owner reads those
         return [m for m in batch if (m.topic(), m.partition()) in self.assigned]
+
+    def _pass_size(self) -> int:
+        """Texts per forward pass of the model being served (a reload may change it)."""
+        size = getattr(getattr(self.processor, "model", None), "batch_size", None)
+        return size if isinstance(size, int) and size > 0 else self.settings.batch_size
 
     def _poll(self, consumer: Consumer, count: int, timeout_s: float) -> list[Message]:
         messages = [m for m in consumer.consume(count, timeout_s) if self._usable(m)]

@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     inference_batch_size: int | None = Field(default=None, ge=1)
 
     # Micro-batching: a batch takes what is queued (up to batch_size) and, once it has a first message,
-    # waits at most batch_max_wait_ms more to fill; a lone inquiry is answered without waiting longer
+    # waits at most batch_max_wait_ms more to fill its first forward pass (inference_batch_size); a lone
+    # inquiry is answered without waiting longer
     batch_size: int = Field(default=256, ge=1, le=10_000)
     batch_max_wait_ms: int = Field(default=10, ge=0, le=60_000)
     max_text_chars: int = Field(default=10_000, ge=1)
@@ -135,6 +136,12 @@ class Settings(BaseSettings):
             "max.poll.interval.ms": self.max_poll_interval_ms,
             "partition.assignment.strategy": self.assignment_strategy,
             "fetch.wait.max.ms": self.fetch_wait_max_ms,
+            # Fetch a partition again only once what was fetched has been taken (re-checked every 10 ms), not
+            # continuously: under a steady trickle that is one small fetch per message otherwise. Measured on
+            # the embedded broker at ~370 msgs/s: its CPU fell from 0.46 to 0.30 cores. A fetch still brings
+            # up to max.partition.fetch.bytes, far more than a batch, so a backlog drains as fast.
+            "queued.min.messages": 1,
+            "fetch.queue.backoff.ms": 10,
             "isolation.level": "read_committed",
         }
         config.update(self.consumer_properties)

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from consumer.bench import BenchOptions, load_texts, pick, run_bench
+from consumer.bench import BenchOptions, load_texts, markdown, pick, run_bench
 
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not math.isnan(value) and value > 0
@@ -42,6 +42,12 @@ def test_bench_json_reports_every_measurement(tiny_model_dir, capsys, monkeypatc
     scale = result["scale_out"]  # two members in one group shared the partitions and drained a second backlog
     assert scale["members"] == 2 and scale["messages"] == 200 and sorted(scale["split"]) == [2, 2]
     assert _positive(scale["per_s"]) and _positive(scale["over_one_member"])
+    # each phase tells how the machine's CPU was shared while it was measured (/proc: Linux)
+    assert {"broker", "service", "bench"} <= set(e2e["cpu_cores"]) and e2e["cpu_cores"]["service"] > 0
+    assert {"broker", "steady_service", "bench"} <= set(latency["cpu_cores"])
+    assert {"broker", "member1", "member2"} <= set(scale["cpu_cores"])
+    table = markdown(result)  # the README's table, from the same JSON
+    assert f"{e2e['per_s']:.1f}" in table and f"p99 {latency['p99_ms']} ms" in table and "(5) 2 members" in table
 
 
 def test_bench_without_models_is_a_clear_error(tmp_path, capsys):
