@@ -50,6 +50,7 @@ LATENCY_FRACTION = 0.5  # steady rate = this x the end-to-end backlog rate
 PARTITIONS = 4  # splits evenly between the two members of the scale-out measurement
 SENT_HEADER = "bench.sent"  # production time (time.time(), ASCII) carried through the service in a header
 PHASE_HEADER = "bench.phase"
+ID_HEADER = "bench.id"  # the inquiry's index in its phase: duplicates (after a rebalance) are counted once
 WARM_UP = 512  # inquiries routed before the steady load starts: model loaded, group formed, buffers grown
 BITEXT = Path("data") / "bitext" / "customer_service_training_8k.csv"
 
@@ -204,6 +205,7 @@ class Arrival:
     sent: float
     broker_ts: float  # the output record's timestamp (the service's producer), seconds
     value: bytes | None
+    event: bytes = b""  # ID_HEADER
 
 
 @dataclass
@@ -223,7 +225,8 @@ class Reader:
         return self
 
     def count(self, phase: bytes) -> int:
-        return sum(1 for a in list(self.arrivals) if a.phase == phase)
+        """Distinct events of ``phase`` read so far (a duplicate routed after a rebalance counts once)."""
+        return len({a.event for a in list(self.arrivals) if a.phase == phase})
 
     def close(self) -> None:
         self.stop.set()
@@ -268,6 +271,7 @@ def _arrival(message, now: float) -> Arrival:
         sent=float(sent) if sent else math.nan,
         broker_ts=ts / 1000 if ts and ts > 0 else math.nan,
         value=message.value(),
+        event=headers.get(ID_HEADER, b""),
     )
 
 
@@ -281,7 +285,8 @@ def _produce_backlog(producer, topic: str, texts: list[str], phase: str = "backl
     """Queue ``texts`` on ``topic`` as fast as the producer takes them, stamped with ``phase``; wait for the acks."""
     for index, text in enumerate(texts):
         key, value = _event(index, text, phase)
-        headers = [(PHASE_HEADER, phase.encode()), (SENT_HEADER, repr(time.time()).encode())]
+        headers = [(PHASE_HEADER, phase.encode()), (ID_HEADER, str(index).encode()),
+                   (SENT_HEADER, repr(time.time()).encode())]
         while True:
             try:
                 producer.produce(topic, value=value, key=key, headers=headers)
@@ -304,7 +309,7 @@ def _produce_steady(producer, topic: str, texts: list[str], rate: float, seconds
         if delay > 0:
             time.sleep(delay)
         key, value = _event(index, texts[index % len(texts)], "steady")
-        headers = [(PHASE_HEADER, b"steady"), (SENT_HEADER, repr(time.time()).encode())]
+        headers = [(PHASE_HEADER, b"steady"), (ID_HEADER, str(index).encode()), (SENT_HEADER, repr(time.time()).encode())]
         producer.produce(topic, value=value, key=key, headers=headers)
         producer.poll(0)
         if index % 256 == 0 and not alive():
@@ -350,7 +355,10 @@ def _check_alive(services: list[subprocess.Popen], what: str) -> None:
 
 
 def _routed(logs: list[Path]) -> int:
-    """Events the services say they routed: their ``batch`` log lines, written once the outputs are acknowledged."""
+    """Records the services say they routed: their ``batch`` log lines, written once the outputs are acknowledged.
+
+    A duplicate (re-routed after a rebalance) counts again here; the read-back that follows counts distinct events.
+    """
     total = 0
     for log in logs:
         for entry in _log_entries(log):
@@ -376,31 +384,43 @@ def _read_back(bootstrap: str, topics: list[str], phase: bytes, expected: int, s
     return [a for a in reader.arrivals if a.phase == phase]
 
 
-def _backlog_rate(arrivals: list[Arrival]) -> dict[str, Any]:
+def _backlog_rate(arrivals: list[Arrival], first_batches: int) -> dict[str, Any]:
     """msgs/s from the first routed event to the last, by the routed records' own timestamps.
 
     The service's producer stamps each routed record as it publishes it, and the records are read back after
-    the drain, so no reader competes with the service for the CPU while it is measured. The events of the
-    first batch are stamped together at the start of the interval, so they are not counted:
-    rate = (events after the first batch) / (last stamp - first stamp). The first batch is the set of events
-    sharing the first event's ``triage.processed_at``.
+    the drain, so no reader competes with the service for the CPU while it is measured. Each event counts
+    once (the first time it was routed). Every member's first batch is routed at or after the start of the
+    interval but was worked on before it, so ``first_batches`` (the sizes of the members' first batches,
+    from their logs) are not counted: rate = (events - first_batches) / (last stamp - first stamp).
     """
     if any(math.isnan(a.broker_ts) for a in arrivals):
         raise RuntimeError("routed records without a timestamp: the rate cannot be measured")
-    arrivals = sorted(arrivals, key=lambda a: a.broker_ts)
-    first_at, last_at = arrivals[0].broker_ts, arrivals[-1].broker_ts
-    first_batch = 1
-    stamp = _processed_at(arrivals[0].value)
-    if stamp is not None:
-        first_batch = max(1, sum(1 for a in arrivals if _processed_at(a.value) == stamp))
-    seconds = last_at - first_at
+    first: dict[bytes, Arrival] = {}
+    for arrival in sorted(arrivals, key=lambda a: a.broker_ts):
+        first.setdefault(arrival.event, arrival)
+    events = list(first.values())
+    first_at, last_at = events[0].broker_ts, events[-1].broker_ts
+    counted, seconds = len(events) - first_batches, last_at - first_at
+    if counted <= 0 or seconds <= 0:
+        raise RuntimeError(f"{len(events)} events in {first_batches} first batch(es): nothing left to time; "
+                           "use a backlog (--n) of several batches (BATCH_SIZE)")
     return {
-        "messages": len(arrivals),
+        "messages": len(events),
         "seconds": round(seconds, 3),
-        "per_s": _rate(len(arrivals) - first_batch, seconds),
-        "first_batch": first_batch,
+        "per_s": _rate(counted, seconds),
+        "first_batch": first_batches,
+        "duplicates": len(arrivals) - len(events),
         "window": (first_at, last_at),
     }
+
+
+def _first_batches(logs: list[Path]) -> int:
+    """The sizes of each service's first batch, summed (their ``batch`` log lines)."""
+    total = 0
+    for log in logs:
+        sizes = [entry.get("size", 0) for entry in _log_entries(log) if entry.get("event") == "batch"]
+        total += sizes[0] if sizes else 0
+    return total
 
 
 class CpuMeter:
@@ -439,8 +459,8 @@ class CpuMeter:
             self.samples.append((time.time(), {k: v for k, v in reading.items() if v is not None}))
 
     def cores(self, name: str, start: float, end: float) -> float | None:
-        """From the last sample at or before ``start`` to the first at or after ``end`` (a short window is
-        widened to the samples around it)."""
+        """From the last sample at or before ``start`` to the first at or after ``end``: the window rounded out
+        to whole sampling intervals (or cut to the samples there are, at the ends of the run)."""
         readings = [(at, values[name]) for at, values in list(self.samples) if name in values]
         before = [r for r in readings if r[0] <= start] or readings[:1]
         after = [r for r in readings if r[0] >= end] or readings[-1:]
@@ -535,9 +555,12 @@ class EndToEnd:
             raise
         finally:
             _stop(processes)
-            if profiler is not None:
-                profiler.wait(30)
-        result = _backlog_rate(arrivals)
+            if profiler is not None:  # py-spy writes its file when the service it samples has exited
+                try:
+                    profiler.wait(30)
+                except subprocess.TimeoutExpired:
+                    profiler.kill()
+        result = _backlog_rate(arrivals, _first_batches(logs))
         start, end = result.pop("window")
         result["startup_s"] = round(start - spawned, 2)
         result["cpu_cores"] = self.meter.shares(start, end, ["broker", *member_names, "bench"])
@@ -570,7 +593,11 @@ class EndToEnd:
         finally:
             reader.close()
             _stop([service])
-        steady = [a for a in reader.arrivals if a.phase == b"steady"]
+        first: dict[bytes, Arrival] = {}
+        for arrival in reader.arrivals:
+            if arrival.phase == b"steady":
+                first.setdefault(arrival.event, arrival)  # a duplicate (none without a rebalance) counts once
+        steady = list(first.values())
         return {
             "target_per_s": round(rate, 1),
             "seconds": self.options.latency_s,
@@ -625,13 +652,6 @@ def _close_producer(producer) -> None:
 def _show_log_tail(log: Path, console: Console) -> None:
     tail = log.read_bytes()[-3000:].decode("utf-8", "replace") if log.exists() else ""
     console.log(f"service log ({log}), last lines:\n{tail}")
-
-
-def _processed_at(value: bytes | None) -> str | None:
-    try:
-        return orjson.loads(value)["triage"]["processed_at"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
 
 
 def _percentiles(values_s: list[float]) -> dict[str, float]:

@@ -190,8 +190,9 @@ class Runner:
 
     Batching adapts to the backlog: what is already queued is taken at once (up to ``batch_size``); when
     idle, the runner blocks for the first message only, then lingers at most ``batch_max_wait_ms`` to fill
-    the model's first forward pass (a GPU's pass is the whole batch). Inference runs in a worker thread; when it is slow, the runner pauses its partitions and
-    keeps polling, so the member stays in the group however long a batch takes.
+    the model's first forward pass (16 texts on CPU; 256 on a GPU, the default batch). Inference runs in a
+    worker thread; when it is slow, the runner pauses its partitions and keeps polling, so the member stays
+    in the group however long a batch takes.
     """
 
     IDLE_POLL_S = 0.2  # how long an idle consume() blocks; bounds the reaction time to a stop request
@@ -265,7 +266,7 @@ class Runner:
             if batch and size > 1:
                 batch += self._poll(consumer, size - 1, 0)
         # Linger only to fill the first forward pass: past one pass (16 texts on CPU), waiting buys no speed,
-        # only latency; a GPU's pass is the whole batch.
+        # only latency; on a GPU a pass is 256 texts, the default batch.
         fill = min(size, self._pass_size())
         linger = self.settings.batch_max_wait_ms / 1000
         if batch and len(batch) < fill and linger > 0:

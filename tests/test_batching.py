@@ -70,3 +70,18 @@ def test_a_gpu_pass_is_the_whole_batch_so_it_lingers_to_fill_the_batch():
 def test_no_linger_when_the_wait_is_zero():
     consumer = QueuedConsumer(queued=1, arriving=3)
     assert len(runner(pass_size=16, wait_ms=0)._take_batch(consumer)) == 1 and lingered(consumer) == []
+
+
+def test_a_batch_smaller_than_a_pass_lingers_for_the_batch_only():
+    consumer = QueuedConsumer(queued=1, arriving=50)
+    batch = runner(pass_size=16, batch_size=8)._take_batch(consumer)
+    assert len(batch) == 8 and lingered(consumer) == [(7, 0.01)]
+
+
+def test_the_pass_size_follows_the_served_model_and_falls_back_to_the_batch_size():
+    served = runner(pass_size=16)
+    assert served._pass_size() == 16
+    served.processor.model = SimpleNamespace(batch_size=32)  # a hot reload swaps the model
+    assert served._pass_size() == 32
+    served.processor.model = SimpleNamespace()  # a model that does not say: linger to fill the batch, as before
+    assert served._pass_size() == 256

@@ -121,3 +121,54 @@ def test_side_by_side_and_one_after_the_other_predict_the_same(tiny_model_dir):
     sequential = model.predict(TEXTS)
     model._pool = pool
     assert model.predict(TEXTS) == sequential
+
+
+def _arrival(event: int, stamp: float, phase: bytes = b"backlog"):
+    from consumer.bench import Arrival
+
+    return Arrival(at=stamp + 0.01, topic="out", phase=phase, sent=0.0, broker_ts=stamp, value=b"{}",
+                   event=str(event).encode())
+
+
+def test_backlog_rate_counts_each_event_once_and_leaves_out_the_first_batches():
+    from consumer.bench import _backlog_rate
+
+    arrivals = [_arrival(i, 100.0 + (i // 10) * 0.5) for i in range(40)]  # 4 batches of 10, 0.5 s apart
+    arrivals += [_arrival(35, 102.0)]  # re-routed after a rebalance: counted once, at its first stamp
+    rate = _backlog_rate(arrivals, first_batches=10)
+    assert rate["messages"] == 40 and rate["duplicates"] == 1 and rate["first_batch"] == 10
+    assert rate["seconds"] == 1.5 and rate["per_s"] == 20.0  # 30 events after the first batch in 1.5 s
+    assert _backlog_rate(arrivals, first_batches=20)["per_s"] == round(20 / 1.5, 1)  # two members' first batches
+
+
+def test_backlog_rate_refuses_a_backlog_of_one_batch():
+    from consumer.bench import _backlog_rate
+
+    with pytest.raises(RuntimeError, match="several batches"):
+        _backlog_rate([_arrival(i, 100.0) for i in range(10)], first_batches=10)
+
+
+def test_first_batches_and_routed_come_from_the_batch_log_lines(tmp_path):
+    from consumer.bench import _first_batches, _routed
+
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    one.write_text('not json\n{"event": "started"}\n'
+                   '{"event": "batch", "size": 7, "auto_response": 5, "human_agent": 1, "dlq": 1}\n'
+                   '{"event": "batch", "size": 3, "auto_response": 3, "human_agent": 0, "dlq": 0}\n')
+    two.write_text('{"event": "batch", "size": 4, "auto_response": 2, "human_agent": 2, "dlq": 0}\n')
+    assert _first_batches([one, two]) == 11 and _routed([one, two]) == 14
+    assert _first_batches([tmp_path / "not-yet.log"]) == 0 and _routed([tmp_path / "not-yet.log"]) == 0
+
+
+def test_cpu_meter_cores_over_a_window():
+    from consumer.bench import CpuMeter
+
+    meter = CpuMeter(every_s=3600)  # no sampling thread activity: the samples are set by hand
+    meter.close()
+    meter.samples = [(10.0, {"svc": 1.0}), (11.0, {"svc": 2.5}), (12.0, {"svc": 4.0, "broker": 0.0}),
+                     (13.0, {"svc": 4.0, "broker": 0.2})]
+    assert meter.cores("svc", 10.0, 12.0) == 1.5  # 3 CPU-seconds in 2 s
+    assert meter.cores("svc", 10.5, 11.5) == 1.5  # rounded out to the samples around the window
+    assert meter.cores("svc", 12.0, 13.0) == 0.0
+    assert meter.shares(12.0, 13.0, ["broker", "svc", "absent"]) == {"broker": 0.2, "svc": 0.0}
+    assert meter.cores("broker", 12.5, 12.6) == 0.2 and meter.cores("absent", 10.0, 13.0) is None

@@ -15,10 +15,6 @@ def test_defaults_match_the_documented_cli():
     consumer = s.consumer_config()
     assert consumer["enable.auto.commit"] is False and consumer["enable.auto.offset.store"] is False
     assert s.producer_config()["enable.idempotence"] is True
-    # fetch again only once the fetched messages were taken; a user's consumer properties still win
-    assert consumer["queued.min.messages"] == 1 and consumer["fetch.queue.backoff.ms"] == 10
-    tuned = Settings(consumer_properties={"queued.min.messages": 1000}).consumer_config()
-    assert tuned["queued.min.messages"] == "1000"
 
 
 def test_environment_then_flags(monkeypatch):
