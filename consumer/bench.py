@@ -216,6 +216,7 @@ class Reader:
     topics: list[str]
     partitions: int
     arrivals: list[Arrival] = field(default_factory=list)
+    seen: dict[bytes, set[bytes]] = field(default_factory=dict)  # phase -> distinct event ids, kept by the thread
     stop: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -226,7 +227,7 @@ class Reader:
 
     def count(self, phase: bytes) -> int:
         """Distinct events of ``phase`` read so far (a duplicate routed after a rebalance counts once)."""
-        return len({a.event for a in list(self.arrivals) if a.phase == phase})
+        return len(self.seen.get(phase, ()))
 
     def close(self) -> None:
         self.stop.set()
@@ -253,7 +254,9 @@ class Reader:
                     now = time.time()
                     for message in [first, *consumer.consume(1000, 0)]:
                         if message.error() is None:
-                            self.arrivals.append(_arrival(message, now))
+                            arrival = _arrival(message, now)
+                            self.arrivals.append(arrival)
+                            self.seen.setdefault(arrival.phase, set()).add(arrival.event)
             finally:
                 consumer.close()
         except BaseException as exc:  # reported by the main thread

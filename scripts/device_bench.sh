@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `triage bench` on the GPU machine, in one call: unpack .gpu/payload (made by scripts/device_pack.py: the
 # service's missing packages and the two models), check the models there, then bench twice:
-#   bench.json      the README's configuration (batch 64, --n 6000, 25 s steady load)
+#   bench.json      the defaults (batches of 256, passes of 256 on a GPU), --n N, 25 s steady load
 #   bench_b256.json TRIAGE_BATCH_SIZE=256 and TRIAGE_INFERENCE_BATCH_SIZE=256, --n 20000 (the GPU advice)
 # Everything lands in $OUT: log (all progress), bench.json, bench_b256.json, nvidia-smi.txt.
 # Overridable: PY, SITE, MODELS, N, N2, BENCH_S (0: stop after unpacking), BENCH2_S (0 skips the second),
