@@ -684,20 +684,20 @@ def _log_entries(log_path: Path) -> list[dict]:
     return entries
 
 
-def _service_batches(log_path: Path, since: float | None = None, until: float | None = None) -> dict[str, Any]:
-    """What the service logged about its batches in [since, until) (JSON log lines)."""
+def _service_batches(log_path: Path, since: float | None = None) -> dict[str, Any]:
+    """What the service logged about its batches from ``since`` on (JSON log lines)."""
     from datetime import datetime
 
     sizes, inference, latency = [], [], []
     for entry in _log_entries(log_path):
         if entry.get("event") != "batch":
             continue
-        if since is not None or until is not None:
+        if since is not None:
             try:
                 at = datetime.fromisoformat(entry["timestamp"]).timestamp()
             except (KeyError, ValueError):
                 continue
-            if (since is not None and at < since) or (until is not None and at >= until):
+            if at < since:
                 continue
         sizes.append(entry.get("size", 0))
         inference.append(entry.get("inference_ms", 0.0))
