@@ -362,12 +362,8 @@ def _routed(logs: list[Path]) -> int:
 
     A duplicate (re-routed after a rebalance) counts again here; the read-back that follows counts distinct events.
     """
-    total = 0
-    for log in logs:
-        for entry in _log_entries(log):
-            if entry.get("event") == "batch":
-                total += sum(int(entry.get(route, 0)) for route in ("auto_response", "human_agent", "dlq"))
-    return total
+    return sum(int(entry.get(route, 0)) for log in logs for entry in _batch_entries(log)
+               for route in ("auto_response", "human_agent", "dlq"))
 
 
 def _wait_logged(logs: list[Path], services: list[subprocess.Popen], expected: int, timeout_s: float,
@@ -398,10 +394,7 @@ def _backlog_rate(arrivals: list[Arrival], first_batches: int) -> dict[str, Any]
     """
     if any(math.isnan(a.broker_ts) for a in arrivals):
         raise RuntimeError("routed records without a timestamp: the rate cannot be measured")
-    first: dict[bytes, Arrival] = {}
-    for arrival in sorted(arrivals, key=lambda a: a.broker_ts):
-        first.setdefault(arrival.event, arrival)
-    events = list(first.values())
+    events = _distinct(sorted(arrivals, key=lambda a: a.broker_ts))
     first_at, last_at = events[0].broker_ts, events[-1].broker_ts
     counted, seconds = len(events) - first_batches, last_at - first_at
     if counted <= 0 or seconds <= 0:
@@ -417,11 +410,19 @@ def _backlog_rate(arrivals: list[Arrival], first_batches: int) -> dict[str, Any]
     }
 
 
+def _distinct(arrivals: list[Arrival]) -> list[Arrival]:
+    """Each event once: its first arrival in the given order (a duplicate was re-routed after a rebalance)."""
+    first: dict[bytes, Arrival] = {}
+    for arrival in arrivals:
+        first.setdefault(arrival.event, arrival)
+    return list(first.values())
+
+
 def _first_batches(logs: list[Path]) -> int:
     """The sizes of each service's first batch, summed (their ``batch`` log lines)."""
     total = 0
     for log in logs:
-        sizes = [entry.get("size", 0) for entry in _log_entries(log) if entry.get("event") == "batch"]
+        sizes = [entry.get("size", 0) for entry in _batch_entries(log)]
         total += sizes[0] if sizes else 0
     return total
 
@@ -596,11 +597,7 @@ class EndToEnd:
         finally:
             reader.close()
             _stop([service])
-        first: dict[bytes, Arrival] = {}
-        for arrival in reader.arrivals:
-            if arrival.phase == b"steady":
-                first.setdefault(arrival.event, arrival)  # a duplicate (none without a rebalance) counts once
-        steady = list(first.values())
+        steady = _distinct([a for a in reader.arrivals if a.phase == b"steady"])  # no duplicate without a rebalance
         return {
             "target_per_s": round(rate, 1),
             "seconds": self.options.latency_s,
@@ -684,14 +681,17 @@ def _log_entries(log_path: Path) -> list[dict]:
     return entries
 
 
+def _batch_entries(log_path: Path) -> list[dict]:
+    """The service's ``batch`` log lines (one per micro-batch, written once its outputs are acknowledged)."""
+    return [entry for entry in _log_entries(log_path) if entry.get("event") == "batch"]
+
+
 def _service_batches(log_path: Path, since: float | None = None) -> dict[str, Any]:
     """What the service logged about its batches from ``since`` on (JSON log lines)."""
     from datetime import datetime
 
     sizes, inference, latency = [], [], []
-    for entry in _log_entries(log_path):
-        if entry.get("event") != "batch":
-            continue
+    for entry in _batch_entries(log_path):
         if since is not None:
             try:
                 at = datetime.fromisoformat(entry["timestamp"]).timestamp()
