@@ -50,3 +50,17 @@ def test_validation_sources_not_trained_on():
     tweets = sd.load_tweeteval(DATA_DIR, "val")
     assert len(tweets) == 2000
     assert sum(t.text.lower() in train_texts for t in tweets) < 5
+
+
+def test_stratified_holdout_is_disjoint_seeded_and_per_group():
+    from training.data import stratified_holdout
+
+    rows = [sd.Labeled(f"text {source} {label} {i}", label, source)
+            for source, label, n in (("a", "negative", 50), ("a", "neutral", 30), ("b", "positive", 3)) for i in range(n)]
+    key = lambda r: (r.source, r.label)  # noqa: E731
+    kept, held = stratified_holdout(rows, 0.1, seed=3, key=key)
+    assert (kept, held) == stratified_holdout(rows, 0.1, seed=3, key=key)
+    assert not {r.text for r in kept} & {r.text for r in held}
+    assert len(kept) + len(held) == len(rows)
+    assert Counter(key(r) for r in held) == {("a", "negative"): 5, ("a", "neutral"): 3, ("b", "positive"): 1}
+    assert held != stratified_holdout(rows, 0.1, seed=4, key=key)[1]

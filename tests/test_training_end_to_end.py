@@ -114,3 +114,46 @@ def test_evaluate_wrong_task(trained, tmp_path, capsys):
     data = _csv(tmp_path / "s.csv", [("hello", "neutral")])
     assert main(["evaluate", "sentiment", "--model", str(trained), "--data", str(data), "--text-column", "message",
                  "--label-column", "gold"]) == 2
+
+
+#: every file the sentiment mix and its validation sources read -> how many lines to keep (None: all)
+SENTIMENT_FILES = {
+    "goemotions/train.tsv": 400, "goemotions/test.tsv": 100, "goemotions/emotions.txt": None,
+    "goemotions/sentiment_dict.json": None, "sst5/train.txt": 200, "customer_reviews/custrev.txt": 200,
+    "tweeteval/val_text.txt": 60, "tweeteval/val_labels.txt": 60, "probe/customer_service_probe.csv": None,
+}
+
+
+@pytest.fixture(scope="module")
+def sentiment_data(tiny_data) -> Path:
+    """The tiny Bitext subsets plus the first lines of every sentiment source (whole files where small)."""
+    for rel, lines in SENTIMENT_FILES.items():
+        text = (DATA_DIR / rel).read_text(encoding="utf-8")
+        if lines is not None:
+            text = "\n".join(text.splitlines()[:lines]) + "\n"
+        (tiny_data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tiny_data / rel).write_text(text, encoding="utf-8")
+    return tiny_data
+
+
+def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentiment_data, tmp_path):
+    from model import TextClassifier
+    from model.artifacts import read_manifest
+    from training import sentiment_data as sd
+
+    out = tmp_path / "sentiment"
+    argv = ["train", "sentiment", "--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--output",
+            str(out), "--epochs", "1", "--batch-size", "16", "--max-length", "32", "--seed", "1"]
+    assert main(argv) == 0
+    manifest = read_manifest(out)
+    assert manifest.labels == ["negative", "neutral", "positive"] and manifest.temperature > 0
+    mixed = sd.build_mix(sentiment_data, sd.DEFAULT_MIX, seed=1)
+    training = manifest.metrics["training"]
+    # the temperature is fitted on the mix's held-out 10%, which the network never trained on
+    assert manifest.metrics["calibration"]["fitted_on"] == sd.CALIBRATION_SET
+    assert training["calibration_rows"] == manifest.metrics[sd.CALIBRATION_SET]["n"] > 0
+    assert sum(training["rows"].values()) + training["calibration_rows"] == len(mixed)
+    for source in ("tweeteval-val", "bitext-4k5", "goemotions-test", "probe"):
+        assert manifest.metrics[source]["n"] > 0
+    assert {d.role for d in manifest.data} == {"train", "validation"}
+    assert TextClassifier.load(out).predict_proba(["my parcel never arrived"]).shape == (1, 3)

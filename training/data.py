@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from training.slots import fill_slots, has_slots, slot_entity
 
@@ -31,6 +33,29 @@ class Inquiry:
     category: str
     flags: str = ""
     source: str = ""
+
+
+T = TypeVar("T")
+
+
+def stratified_holdout(items: Sequence[T], share: float, seed: int, key: Callable[[T], Hashable]) -> tuple[list[T], list[T]]:
+    """Split off ``share`` of each ``key`` group (seeded, at least one item per group): (kept, held out).
+
+    The held-out part fits the calibration temperature only; it is never trained on.
+    """
+    groups: dict[Hashable, list[T]] = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    rng = random.Random(seed)
+    keep: list[T] = []
+    hold: list[T] = []
+    for name in sorted(groups, key=repr):
+        group = groups[name][:]
+        rng.shuffle(group)
+        cut = max(1, round(len(group) * share))
+        hold += group[:cut]
+        keep += group[cut:]
+    return keep, hold
 
 
 def unify_category(category: str) -> str:

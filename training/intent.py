@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,22 +26,6 @@ class IntentSplit:
     files: list  # DataFile records
 
 
-def stratified_holdout(items: list[bitext.Inquiry], share: float, seed: int):
-    """Split off ``share`` of each intent (seeded); used only for calibration, not as validation."""
-    by_intent: dict[str, list] = defaultdict(list)
-    for item in items:
-        by_intent[item.intent].append(item)
-    rng = random.Random(seed)
-    keep, hold = [], []
-    for intent in sorted(by_intent):
-        group = by_intent[intent][:]
-        rng.shuffle(group)
-        cut = max(1, round(len(group) * share))
-        hold += group[:cut]
-        keep += group[cut:]
-    return keep, hold
-
-
 def _file_rows(items: list[bitext.Inquiry]) -> int:
     """Rows read from the file (after de-duplication), not counting {{Slot}} copies."""
     return sum(item.source != "4k5-slots" for item in items)
@@ -54,7 +37,7 @@ def make_split(data_dir: Path, train_on: str, slot_augment: bool, seed: int) -> 
     releases = {name: bitext.load_release(data_dir, name, slot_augment) for name in paths}
     if train_on == "both":
         combined = bitext.dedupe(releases["8k"] + releases["4k5"])
-        train_rows, held = stratified_holdout(combined, 0.1, seed)
+        train_rows, held = bitext.stratified_holdout(combined, 0.1, seed, key=lambda item: item.intent)
         files = [data_file(paths[n], _file_rows(releases[n]), "train") for n in ("8k", "4k5")]
         return IntentSplit(train_rows, held, "calibration", files)
     if train_on not in releases:

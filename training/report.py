@@ -19,7 +19,6 @@ from pathlib import Path
 from training.paths import ARTIFACTS_DIR, DATA_DIR, REPORTS_DIR
 
 CROSS_RELEASE = {"8k": "4k5", "4k5": "8k"}  # trained on -> validated on
-CALIBRATION_SOURCE = "tweeteval-val"  # training.sentiment_data.CALIBRATION_SOURCE (kept import-free)
 SENTIMENT_SOURCES = ("tweeteval-val", "tweeteval-test", "bitext-4k5", "goemotions-test", "probe")
 
 
@@ -86,8 +85,7 @@ def sentiment_section(model_dir: Path, data_dir: Path, tmp: Path) -> list[str]:
     for source in SENTIMENT_SOURCES:
         m = evaluate_csv("sentiment", model_dir, sentiment_csv(data_dir, source, tmp), "text", "label").metrics
         r = {k: f"{v['recall']:.4f}" if v["support"] else "–" for k, v in m["per_class"].items()}
-        name = f"{source} (temperature fitted here)" if source == CALIBRATION_SOURCE else source
-        lines.append(f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {r['negative']} | "
+        lines.append(f"| {source} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {r['negative']} | "
                      f"{r['neutral']} | {r['positive']} | {m['ece']:.4f} |")
     return lines
 
@@ -128,7 +126,7 @@ def artifacts_section(artifacts: Path) -> list[str]:
             continue
         m = read_manifest(artifacts / task)
         cal = m.metrics.get("calibration", {})
-        cal = cal.get(CALIBRATION_SOURCE, cal)
+        cal = cal.get(cal.get("fitted_on", ""), cal)  # sentiment: per source; intent: one report
         train = ", ".join(sorted({Path(d.path).parent.name for d in m.data if d.role == "train"}))
         lines.append(f"| {task} | `{m.version}` | {train} | {m.metrics.get('training', {}).get('train_seconds', '')} | "
                      f"{m.temperature:.3f} | {cal.get('ece_before', '')} → {cal.get('ece_after', '')} |")

@@ -10,9 +10,9 @@ import numpy as np
 
 from model.artifacts import SENTIMENT_LABELS
 from training import sentiment_data as sd
-from training.artifact import data_file
-from training.artifact import save_artifact
+from training.artifact import data_file, save_artifact
 from training.calibration import calibration_report, fit_temperature, softmax
+from training.data import stratified_holdout
 from training.engine import TrainConfig, predict_logits, seed_everything, train
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
@@ -35,8 +35,8 @@ def _files(data_dir: Path, sources, role: str, rows: Counter) -> list:
 
 
 def _probe_texts(data_dir: Path, seed: int, count: int = 1000) -> list[str]:
-    """A seeded sample of the calibration source: what the int8 export is checked on."""
-    texts = [r.text for r in sd.VALIDATION_SOURCES[sd.CALIBRATION_SOURCE][0](data_dir)]
+    """What the int8 export is checked on: a seeded sample of TweetEval val (short, informal, all three classes)."""
+    texts = [r.text for r in sd.load_tweeteval(data_dir, "val")]
     return random.Random(seed).sample(texts, min(count, len(texts)))
 
 
@@ -52,22 +52,31 @@ def score_sources(model, tokenizer, device, data_dir: Path, names, max_length: i
 
 def train_sentiment(data_dir: Path, output: Path, base_model: str, config: TrainConfig = SENTIMENT_DEFAULTS,
                     mix=sd.DEFAULT_MIX, class_weights=SENTIMENT_CLASS_WEIGHTS):
-    """Train on ``mix``, fit the temperature on TweetEval val, score every validation source, save."""
-    rows = sd.build_mix(data_dir, mix, config.seed)
+    """Train on ``mix`` less a 10% holdout, fit the temperature on that holdout, score every validation source, save.
+
+    The temperature is fitted on held-out rows of the training mix because they carry the product's label
+    meaning; a validation source with another notion of neutral (TweetEval's news) would distort it.
+    """
+    mixed = sd.build_mix(data_dir, mix, config.seed)
+    rows, held = stratified_holdout(mixed, sd.CALIBRATION_SHARE, config.seed, key=lambda r: (r.source, r.label))
     seed_everything(config.seed)  # the new classification head is initialised here
     model, tokenizer = load_base(base_model, LABELS)
     device = pick_device()
-    print(f"sentiment: {len(rows)} training texts {dict(Counter(r.label for r in rows))}, device {device.description}")
+    print(f"sentiment: {len(rows)} training texts {dict(Counter(r.label for r in rows))}, {len(held)} held out for "
+          f"calibration, device {device.description}")
     stats = train(model, tokenizer, [r.text for r in rows], [LABELS.index(r.label) for r in rows], config, device,
                   class_weights=list(class_weights), desc="sentiment")
-    scored = score_sources(model, tokenizer, device, data_dir, TRAIN_TIME_VALIDATION, config.max_length)
-    temperature = fit_temperature(*scored[sd.CALIBRATION_SOURCE])
+    scored = {sd.CALIBRATION_SET: (predict_logits(model, tokenizer, [r.text for r in held], device, config.max_length),
+                                   np.array([LABELS.index(r.label) for r in held]))}
+    scored |= score_sources(model, tokenizer, device, data_dir, TRAIN_TIME_VALIDATION, config.max_length)
+    temperature = fit_temperature(*scored[sd.CALIBRATION_SET])
     metrics = {name: summary(classification_metrics(softmax(lg, temperature), y, LABELS), LABELS)
                for name, (lg, y) in scored.items()}
     metrics["calibration"] = {name: calibration_report(lg, y, temperature) for name, (lg, y) in scored.items()}
-    metrics["calibration"]["fitted_on"] = sd.CALIBRATION_SOURCE
-    metrics["training"] = stats | {"device": device.description, "rows": dict(Counter(r.source + "/" + r.label for r in rows))}
-    per_source = Counter(r.source for r in rows)
+    metrics["calibration"]["fitted_on"] = sd.CALIBRATION_SET
+    metrics["training"] = stats | {"device": device.description, "rows": dict(Counter(r.source + "/" + r.label for r in rows)),
+                                   "calibration_rows": len(held)}
+    per_source = Counter(r.source for r in mixed)
     files = _files(data_dir, sorted(per_source), "train", per_source)
     files += _files(data_dir, TRAIN_TIME_VALIDATION, "validation", Counter())
     hparams = config.as_dict() | {"class_weights": dict(zip(LABELS, class_weights)), "mix": [vars(p) for p in mix]}
@@ -75,7 +84,7 @@ def train_sentiment(data_dir: Path, output: Path, base_model: str, config: Train
         "task": "sentiment", "base_model": base_model, "labels": LABELS, "temperature": temperature,
         "max_length": config.max_length, "data": files, "hyperparameters": hparams, "metrics": metrics,
     }, probe_texts=_probe_texts(data_dir, config.seed))
-    for name in TRAIN_TIME_VALIDATION:
+    for name in (sd.CALIBRATION_SET, *TRAIN_TIME_VALIDATION):
         m = metrics[name]
         print(f"sentiment: {name}: accuracy {m['accuracy']:.3f}, negative recall {m['negative_recall']:.3f}, "
               f"neutral recall {m['neutral_recall']:.3f}")

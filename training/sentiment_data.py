@@ -144,8 +144,8 @@ DEFAULT_MIX: tuple[MixPart, ...] = (
     MixPart("bitext-8k", NEGATIVE, None),
     MixPart("goemotions-train", NEGATIVE, 2500),
     MixPart("goemotions-train", POSITIVE, 2500),
-    MixPart("goemotions-train", NEUTRAL, 1000),
-    MixPart("sst5-train", NEGATIVE, 1500),
+    MixPart("goemotions-train", NEUTRAL, 500),
+    MixPart("sst5-train", NEGATIVE, None),
     MixPart("sst5-train", POSITIVE, 1000),
     MixPart("customer_reviews", NEGATIVE, None),
     MixPart("customer_reviews", POSITIVE, 800),
@@ -169,8 +169,10 @@ VALIDATION_SOURCES = {
     "probe": (load_probe, ["probe/customer_service_probe.csv"]),
 }
 
-#: the validation source the temperature is fitted on
-CALIBRATION_SOURCE = "tweeteval-val"
+#: share of each (source, label) part of the mix held out to fit the temperature, never trained on
+CALIBRATION_SHARE = 0.1
+#: the name the held-out part goes by in the manifest's metrics
+CALIBRATION_SET = "mix-holdout"
 
 
 def build_mix(data_dir: Path, mix: Sequence[MixPart] = DEFAULT_MIX, seed: int = 13) -> list[Labeled]:
