@@ -48,6 +48,18 @@ class BatchStats:
     messages: list[Message] = field(default_factory=list, repr=False)
 
 
+class _Refused(Exception):
+    """Records refused as records (too large...) inside a transaction, which must now be aborted."""
+
+    def __init__(self, records: list[tuple[OutputRecord, int]]):
+        super().__init__(f"{len(records)} records refused")
+        self.records = records
+
+
+def _omitted(record: OutputRecord) -> bool:
+    return any(k == OMITTED_HEADER for k, _ in record.headers)
+
+
 @dataclass
 class _InFlight:
     messages: list[Message]
@@ -108,22 +120,41 @@ class Publisher:
                 raise DeliveryError(f"no producer: {exc.args[0].name()}") from exc
         if not self.transactional:
             return self._publish(records)
-        try:
-            self.producer.begin_transaction()
-            delivered = self._publish(records)
-            self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
-            self.producer.commit_transaction(self.timeout_s)
-            return delivered
-        except (KafkaException, DeliveryError) as exc:
+        # A record the broker refuses leaves the transaction abortable: nothing more can join it. So abort, and
+        # run the batch again with the refused records replaced by their fallbacks (dead letter, then the dead
+        # letter without its value). Each record has two fallbacks, so three transactions at most.
+        outgoing = list(records)
+        for _attempt in range(3):
             try:
-                self.producer.abort_transaction(self.timeout_s)
-            except KafkaException:
-                pass  # reset() replaces the producer
-            raise DeliveryError(f"transaction failed: {exc}") from exc
+                self.producer.begin_transaction()
+                delivered = self._publish(outgoing)
+                self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
+                self.producer.commit_transaction(self.timeout_s)
+                return delivered
+            except _Refused as refused:
+                self._abort()
+                for record, code in refused.records:
+                    if record.route == "dlq" and _omitted(record):
+                        raise DeliveryError(f"the broker refuses even a dead letter without its value: "
+                                            f"{KafkaError(code).name()}") from None
+                    index = next(i for i, r in enumerate(outgoing) if r is record)
+                    outgoing[index] = self._as_dead_letter(record, code)
+            except (KafkaException, DeliveryError) as exc:
+                self._abort()
+                raise DeliveryError(f"transaction failed: {exc}") from exc
+        raise DeliveryError("the broker kept refusing this batch's records")  # unreachable: see the bound above
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        except KafkaException:
+            pass  # reset() replaces the producer
 
     def _publish(self, records: Sequence[OutputRecord]) -> list[OutputRecord]:
         delivered = list(records)
         rejected = self._send(delivered)
+        if rejected and self.transactional:
+            raise _Refused(rejected)
         if rejected:  # outputs the broker refuses as records (too large...): dead-letter their inputs
             letters = [self._as_dead_letter(record, code) for record, code in rejected]
             delivered = [r for r in delivered if all(r is not bad for bad, _ in rejected)] + letters

@@ -246,3 +246,32 @@ def test_exactly_once_mode_commits_outputs_and_offsets_together(bootstrap_server
     assert second.terminate() == 0
     assert not result.lost and result.duplicates == 0 and not result.order_violations
     assert not [line for line in first.log_lines() + second.log_lines() if line.get("event") == "publish_failed"]
+
+
+def test_exactly_once_mode_dead_letters_an_output_too_large(bootstrap_servers, tiny_model_dir,
+                                                              topics, tmp_path):
+    import orjson
+
+    from schemas.deadletter import DeadLetterHeaders
+
+    # A 5,800-byte producer limit makes this inquiry's enriched event too large, as in the hostile-input test. The
+    # publisher then aborts the batch's transaction and runs it again with the dead letter: this checks that path
+    # with a real transactional producer. (A refusal by the broker itself is covered in tests/test_publisher.py:
+    # the embedded broker ignores a topic's max.message.bytes.)
+    service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=BATCH,
+                      processing_guarantee="exactly_once", producer_properties='{"message.max.bytes": "5800"}')
+    wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
+    big = orjson.dumps({"event_id": "big-output", "text": "track my order " * 360})
+    records = [(b"before", orjson.dumps({"event_id": "before", "text": "i want a refund"}), []), (b"big-out", big, []),
+               (b"after", orjson.dumps({"event_id": "after", "text": "where is my order"}), [])]
+    produce(bootstrap_servers, topics["input_topic"], records)
+    # The embedded broker shows aborted transactions to read_committed readers, so an aborted first attempt of the
+    # batch may show up here too: look for each key rather than count records.
+    found = read_outputs(bootstrap_servers, topics, expected=len(records), timeout_s=60)
+    keys = {record.key for record in found}
+    letters = {record.key: record for record in found if record.topic == topics["dlq_topic"]}
+    assert keys == {b"before", b"big-out", b"after"}, "the partition went on past the oversized output"
+    assert set(letters) == {b"big-out"} and letters[b"big-out"].value == big
+    assert DeadLetterHeaders.from_kafka(letters[b"big-out"].headers).error_class == "OutputRejected"
+    assert service.terminate() == 0
+    assert not [line for line in service.log_lines() if line.get("event") == "publish_failed"]
