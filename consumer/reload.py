@@ -1,6 +1,7 @@
 """Model hot reload: new artifacts are loaded beside the running model, checked, then swapped in
 between batches without leaving the consumer group. A model that fails to load or to predict is
-refused and the running one kept."""
+refused and the running one kept; the same version is tried again later, with a growing delay, since the
+failure may have been passing (an artifact still being copied, memory short for a moment)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ CANARY_TEXTS = [
     "thank you, that was quick",
     "where is my package?",
 ]
+#: a refused version is tried again after RETRY_FIRST_S, then twice as long each time, up to RETRY_MAX_S
+RETRY_FIRST_S = 30.0
+RETRY_MAX_S = 900.0
 
 
 class ModelReloader:
@@ -35,9 +39,10 @@ class ModelReloader:
         self.on_swap = on_swap
         self.on_refuse = on_refuse
         self.log = structlog.get_logger("triage.reload")
-        self.refused: set[tuple[str, str]] = set()
+        #: refused versions -> (refusals so far, monotonic time before which the version is not tried again)
+        self.refused: dict[tuple[str, ...], tuple[int, float]] = {}
         self._next_check = time.monotonic() + settings.reload_interval_s
-        self._pending: tuple[tuple[str, str], Future] | None = None
+        self._pending: tuple[tuple[str, ...], Future] | None = None
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-reload")
 
     def _current(self) -> tuple[str, ...]:
@@ -64,7 +69,9 @@ class ModelReloader:
             return
         self._next_check = time.monotonic() + self.settings.reload_interval_s
         versions = self._on_disk()
-        if versions is None or versions == self._current() or versions in self.refused:
+        if versions is None or versions == self._current():
+            return
+        if versions in self.refused and time.monotonic() < self.refused[versions][1]:
             return
         self.log.info("model_reload_started", intent=versions[0], sentiment=versions[2])
         self._pending = (versions, self._loader.submit(self._load_and_check))
@@ -85,14 +92,18 @@ class ModelReloader:
         try:
             model = future.result()
         except Exception as exc:  # any failure of a new model keeps the old one serving
-            self.refused.add(versions)
+            refusals = self.refused.get(versions, (0, 0.0))[0] + 1
+            retry_in = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (refusals - 1))
+            self.refused[versions] = (refusals, time.monotonic() + retry_in)
             current = self._current()
             self.log.error("model_reload_refused", intent=versions[0], sentiment=versions[2],
-                           error=f"{type(exc).__name__}: {exc}"[:300], serving=[current[0], current[2]])
+                           error=f"{type(exc).__name__}: {exc}"[:300], serving=[current[0], current[2]],
+                           refusals=refusals, retry_in_s=retry_in)
             if self.on_refuse:
                 self.on_refuse()
             return
         self.processor.model = model
+        self.refused.pop(versions, None)
         self.log.info("model_reloaded", intent=model.versions.intent, sentiment=model.versions.sentiment,
                       runtime=model.runtime, onnx_unused=model.backend_notes or None)
         if self.on_swap:

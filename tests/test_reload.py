@@ -1,0 +1,68 @@
+"""Hot reload: a refused version is tried again later, with a growing delay."""
+
+import shutil
+from types import SimpleNamespace
+
+from consumer import reload as reload_module
+from consumer.reload import RETRY_FIRST_S, ModelReloader
+from consumer.settings import Settings
+from model import TriageModel
+from model.artifacts import read_manifest, write_manifest
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _settle(reloader: ModelReloader) -> None:
+    """Let the loader thread finish, then let the reloader take its result."""
+    if reloader._pending is not None:
+        reloader._pending[1].exception()
+        reloader.tick()
+
+
+def test_a_refused_version_is_tried_again_with_backoff_then_served(tiny_model_dir, tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(reload_module.time, "monotonic", clock)
+    shutil.copytree(tiny_model_dir, tmp_path / "models")
+    models = tmp_path / "models"
+    processor = SimpleNamespace(model=TriageModel.load(models))
+    attempts = []
+
+    def load():
+        attempts.append(clock.now)
+        if len(attempts) <= 2:
+            raise OSError("model.safetensors: truncated (still being copied)")
+        return TriageModel.load(models)
+
+    refused = []
+    reloader = ModelReloader(Settings(model_dir=models, reload_interval_s=1), processor, load,
+                             on_refuse=lambda: refused.append(clock.now))
+    write_manifest(models / "intent", read_manifest(models / "intent").model_copy(update={"version": "intent-v2"}))
+
+    clock.now += 2
+    reloader.tick()
+    _settle(reloader)
+    assert len(attempts) == 1 and len(refused) == 1
+    assert processor.model.versions.intent == "intent-tiny-test-0", "the running model keeps serving"
+
+    for _ in range(int(RETRY_FIRST_S) - 2):  # looking every second: nothing is tried before the delay is over
+        clock.now += 1
+        reloader.tick()
+        assert reloader._pending is None
+    clock.now += 3
+    reloader.tick()
+    _settle(reloader)
+    assert len(attempts) == 2 and len(refused) == 2
+    assert reloader.refused[reloader._on_disk()][1] - clock.now == 2 * RETRY_FIRST_S, "the delay doubles"
+
+    clock.now += 2 * RETRY_FIRST_S + 1
+    reloader.tick()
+    _settle(reloader)
+    assert len(attempts) == 3
+    assert processor.model.versions.intent == "intent-v2" and not reloader.refused
+    reloader.close()
