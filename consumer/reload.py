@@ -32,16 +32,17 @@ RETRY_MAX_S = 900.0
 
 class ModelReloader:
     def __init__(self, settings: Settings, processor: Processor, load: Callable[[], TriageModel],
-                 on_swap=None, on_refuse=None):
+                 on_swap=None, on_refuse=None, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.processor = processor
         self.load = load
         self.on_swap = on_swap
         self.on_refuse = on_refuse
         self.log = structlog.get_logger("triage.reload")
+        self.clock = clock
         #: refused versions -> (refusals so far, monotonic time before which the version is not tried again)
         self.refused: dict[tuple[str, ...], tuple[int, float]] = {}
-        self._next_check = time.monotonic() + settings.reload_interval_s
+        self._next_check = self.clock() + settings.reload_interval_s
         self._pending: tuple[tuple[str, ...], Future] | None = None
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-reload")
 
@@ -65,13 +66,13 @@ class ModelReloader:
         if self._pending is not None:
             self._complete()
             return
-        if self.settings.reload_interval_s <= 0 or time.monotonic() < self._next_check:
+        if self.settings.reload_interval_s <= 0 or self.clock() < self._next_check:
             return
-        self._next_check = time.monotonic() + self.settings.reload_interval_s
+        self._next_check = self.clock() + self.settings.reload_interval_s
         versions = self._on_disk()
         if versions is None or versions == self._current():
             return
-        if versions in self.refused and time.monotonic() < self.refused[versions][1]:
+        if versions in self.refused and self.clock() < self.refused[versions][1]:
             return
         self.log.info("model_reload_started", intent=versions[0], sentiment=versions[2])
         self._pending = (versions, self._loader.submit(self._load_and_check))
@@ -94,7 +95,7 @@ class ModelReloader:
         except Exception as exc:  # any failure of a new model keeps the old one serving
             refusals = self.refused.get(versions, (0, 0.0))[0] + 1
             retry_in = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (refusals - 1))
-            self.refused[versions] = (refusals, time.monotonic() + retry_in)
+            self.refused[versions] = (refusals, self.clock() + retry_in)
             current = self._current()
             self.log.error("model_reload_refused", intent=versions[0], sentiment=versions[2],
                            error=f"{type(exc).__name__}: {exc}"[:300], serving=[current[0], current[2]],

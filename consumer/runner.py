@@ -49,11 +49,11 @@ class BatchStats:
 
 
 class _Refused(Exception):
-    """Records refused as records (too large...) inside a transaction, which must now be aborted."""
+    """Records the broker refused (too large...) inside a transaction, which must now be aborted."""
 
-    def __init__(self, records: list[tuple[OutputRecord, int]]):
-        super().__init__(f"{len(records)} records refused")
-        self.records = records
+    def __init__(self, refusals: list[tuple[int, int]]):
+        super().__init__(f"{len(refusals)} records refused")
+        self.refusals = refusals  # (index in the batch, error code)
 
 
 def _omitted(record: OutputRecord) -> bool:
@@ -118,31 +118,30 @@ class Publisher:
                 self.producer = self._new_producer()
             except KafkaException as exc:
                 raise DeliveryError(f"no producer: {exc.args[0].name()}") from exc
+        outgoing = list(records)  # records are replaced in place by their fallbacks
+        alone: set[int] = set()  # indexes sent one at a time from now on
         if not self.transactional:
-            return self._publish(records)
-        # A record the broker refuses leaves the transaction abortable: nothing more can join it. So abort, and
-        # run the batch again with the refused records replaced by their fallbacks (dead letter, then the dead
-        # letter without its value). Each record has two fallbacks, so three transactions at most.
-        outgoing = list(records)
-        for _attempt in range(3):
+            self._deliver(outgoing, alone)
+            return outgoing
+        # A record the broker refuses leaves the transaction abortable: nothing more can join it. So abort and
+        # run the batch again, with the refused records sent one at a time (a refusal covers a whole record
+        # batch, neighbours included) and a record refused on its own replaced by its fallback. Each refusal
+        # moves one record a step (alone, dead letter, dead letter without its value, DeliveryError), so the
+        # loop ends.
+        for _attempt in range(3 * len(outgoing) + 1):
             try:
                 self.producer.begin_transaction()
-                delivered = self._publish(outgoing)
+                self._deliver(outgoing, alone)
                 self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
                 self.producer.commit_transaction(self.timeout_s)
-                return delivered
+                return outgoing
             except _Refused as refused:
                 self._abort()
-                for record, code in refused.records:
-                    if record.route == "dlq" and _omitted(record):
-                        raise DeliveryError(f"the broker refuses even a dead letter without its value: "
-                                            f"{KafkaError(code).name()}") from None
-                    index = next(i for i, r in enumerate(outgoing) if r is record)
-                    outgoing[index] = self._as_dead_letter(record, code)
+                self._step_back(outgoing, alone, refused.refusals)
             except (KafkaException, DeliveryError) as exc:
                 self._abort()
                 raise DeliveryError(f"transaction failed: {exc}") from exc
-        raise DeliveryError("the broker kept refusing this batch's records")  # unreachable: see the bound above
+        raise DeliveryError("the broker kept refusing this batch's records")  # not reached: see the bound above
 
     def _abort(self) -> None:
         try:
@@ -150,45 +149,67 @@ class Publisher:
         except KafkaException:
             pass  # reset() replaces the producer
 
-    def _publish(self, records: Sequence[OutputRecord]) -> list[OutputRecord]:
-        delivered = list(records)
-        rejected = self._send(delivered)
-        if rejected and self.transactional:
-            raise _Refused(rejected)
-        if rejected:  # outputs the broker refuses as records (too large...): dead-letter their inputs
-            letters = [self._as_dead_letter(record, code) for record, code in rejected]
-            delivered = [r for r in delivered if all(r is not bad for bad, _ in rejected)] + letters
-            still = self._send(letters)
-            if still:  # even the original value is refused: keep the pointer to the source offset
-                self._send([self._without_value(record) for record, _ in still], final=True)
-        return delivered
+    def _deliver(self, outgoing: list[OutputRecord], alone: set[int]) -> None:
+        """Send ``outgoing`` (records not in ``alone`` together, then each of ``alone`` on its own) until the broker
+        has acknowledged every one; refused records step back (:meth:`_step_back`) and are sent again."""
+        pending = list(range(len(outgoing)))
+        while pending:
+            refusals = self._send(outgoing, [i for i in pending if i not in alone])
+            for index in [i for i in pending if i in alone]:
+                refusals += self._send(outgoing, [index])
+            self._step_back(outgoing, alone, refusals)
+            pending = sorted({index for index, _ in refusals})
 
-    def _send(self, records: Sequence[OutputRecord], final: bool = False) -> list[tuple[OutputRecord, int]]:
+    def _step_back(self, outgoing: list[OutputRecord], alone: set[int], refusals: Sequence[tuple[int, int]]) -> None:
+        """A record refused among others is sent alone from now on; one refused alone gets its fallback."""
+        for index, code in dict(refusals).items():
+            if index in alone:
+                outgoing[index] = self._fallback(outgoing[index], code)
+            else:
+                alone.add(index)
+
+    def _send(self, outgoing: list[OutputRecord], indexes: Sequence[int]) -> list[tuple[int, int]]:
+        """Produce ``outgoing[i]`` for each index and wait for the delivery reports: (index, error code) of the
+        records the broker refused as records. In a transaction a refusal raises :class:`_Refused` at once: the
+        transaction can take nothing more, so waiting for the other records would only run into the timeout."""
+        refusals: list[tuple[int, int]] = []
         transient: list[KafkaError] = []
-        rejected: list[tuple[OutputRecord, int]] = []
+        stopped: KafkaException | None = None
 
-        def on_delivery(record: OutputRecord):
+        def on_delivery(index: int):
             def callback(err: KafkaError | None, _msg: Message) -> None:
                 if err is None:
                     return
-                if err.code() in _RECORD_ERRORS and not final:
-                    rejected.append((record, err.code()))
+                if err.code() in _RECORD_ERRORS:
+                    refusals.append((index, err.code()))
                 else:
                     transient.append(err)
 
             return callback
 
-        for record in records:
-            self._produce(record, on_delivery(record), rejected, final)
-        remaining = self.producer.flush(self.timeout_s)
+        for index in indexes:
+            try:
+                self._produce(outgoing, index, on_delivery(index))
+            except KafkaException as exc:  # the connection, or a transaction an earlier refusal made abortable
+                stopped = exc
+                break
+        deadline = time.monotonic() + self.timeout_s
+        remaining = self.producer.flush(0) if indexes else 0
+        while remaining and not (self.transactional and refusals) and time.monotonic() < deadline:
+            remaining = self.producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
+        if self.transactional and refusals:
+            raise _Refused(refusals)
+        if stopped is not None:
+            raise DeliveryError(f"cannot produce: {stopped.args[0].name()}")
         if remaining:
             raise DeliveryError(f"{remaining} output records not acknowledged within {self.timeout_s:.0f}s")
         if transient:
             raise DeliveryError(f"{len(transient)} output records failed: {transient[0].name()}")
-        return rejected
+        return refusals
 
-    def _produce(self, record: OutputRecord, callback, rejected: list, final: bool) -> None:
+    def _produce(self, outgoing: list[OutputRecord], index: int, callback) -> None:
         while True:
+            record = outgoing[index]
             try:
                 self.producer.produce(
                     record.topic, value=record.value, key=record.key, headers=record.headers, on_delivery=callback
@@ -198,13 +219,17 @@ class Publisher:
                 self.producer.poll(0.05)
             except KafkaException as exc:
                 code = exc.args[0].code()
-                if code in _RECORD_ERRORS and not final:
-                    rejected.append((record, code))
-                    return
-                raise DeliveryError(f"cannot produce to {record.topic}: {exc.args[0].name()}") from exc
+                if code not in _RECORD_ERRORS:
+                    raise
+                # refused before sending (the client checks the size itself): the transaction, if any, is intact
+                outgoing[index] = self._fallback(record, code)
 
-    def _as_dead_letter(self, record: OutputRecord, code: int) -> OutputRecord:
+    def _fallback(self, record: OutputRecord, code: int) -> OutputRecord:
+        """What to publish instead of a refused record: the input's dead letter; for a refused dead letter, the
+        dead letter without its value (a pointer to the source offset); after that, nothing."""
         name = KafkaError(code).name()
+        if record.route == "dlq" and _omitted(record):
+            raise DeliveryError(f"the broker refuses even a dead letter without its value: {name}")
         if record.route == "dlq":
             return self._without_value(record)
         rejection = Rejection("publish", "OutputRejected", f"broker refused the enriched event: {name}")

@@ -66,7 +66,7 @@ class Manifest(BaseModel):
     labels: list[str] = Field(min_length=2)
     #: intent label -> category (intent artifacts only)
     categories: dict[str, str] = Field(default_factory=dict)
-    #: logits are divided by this before the softmax (temperature scaling, fitted on validation data)
+    #: logits are divided by this before the softmax (temperature scaling, fitted on held-out data never trained on)
     temperature: float = Field(default=1.0, gt=0)
     max_length: int = Field(default=128, gt=0)
     data: list[DataFile] = Field(default_factory=list)

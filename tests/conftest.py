@@ -18,6 +18,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A test that runs a CLI command configures structlog onto its captured stdout, which closes with the test."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
+
 from tests.tiny import build_artifacts  # noqa: E402
 
 

@@ -13,23 +13,28 @@ from schemas.deadletter import DeadLetterHeaders
 from tests.fakes import FakeMessage
 
 TOPICS = Topics("out.auto", "out.human", "out.dlq")
+MODES = pytest.mark.parametrize("transactional", [False, True], ids=["at-least-once", "exactly-once"])
 
 
 class BrokerProducer:
-    """A producer whose broker refuses, in the delivery report, any value longer than ``limit`` bytes.
+    """A producer in front of a broker that limits the size of a record batch, behaving as librdkafka does.
 
-    As with librdkafka, a refusal inside a transaction leaves it abortable: until ``abort_transaction`` every
-    produce, offset send and commit fails.
+    - ``produce`` refuses a value over ``local_limit`` itself (MSG_SIZE_TOO_LARGE, synchronously).
+    - ``flush`` sends what is queued as one record batch per topic, in order; the broker refuses a batch whose
+      values together exceed ``batch_limit``: every record in it gets MSG_SIZE_TOO_LARGE in its delivery report.
+    - In a transaction a refusal makes it abortable: later batches are not sent (they stay queued and ``flush``
+      reports them as remaining) and ``produce``, offsets and commit fail until ``abort_transaction`` purges the queue.
     """
 
-    def __init__(self, limit: int, transactional: bool):
-        self.limit, self.transactional = limit, transactional
-        self.pending: list = []
-        self.open: list = []  # delivered inside the current transaction (or directly, without transactions)
-        self.committed: list = []  # what readers see
+    def __init__(self, batch_limit: int, transactional: bool, local_limit: int = 10**9):
+        self.batch_limit, self.local_limit, self.transactional = batch_limit, local_limit, transactional
+        self.queued: list = []
+        self.open: list = []  # delivered inside the current transaction
+        self.committed: list = []  # what read_committed readers see
         self.abortable = False
         self.transactions = {"begun": 0, "committed": 0, "aborted": 0}
         self.offsets_sent: list = []
+        self.flushes = 0
 
     def _check(self):
         if self.abortable:
@@ -44,18 +49,25 @@ class BrokerProducer:
 
     def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
         self._check()
-        self.pending.append((topic, value, key, list(headers or []), on_delivery))
+        if value is not None and len(value) > self.local_limit:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.queued.append((topic, value, key, list(headers or []), on_delivery))
 
     def flush(self, _timeout=None):
-        for topic, value, key, headers, callback in self.pending:
-            if value is not None and len(value) > self.limit:
-                self.abortable = self.transactional
-                callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
-            else:
-                (self.open if self.transactional else self.committed).append((topic, value, key, headers))
-                callback(None, None)
-        self.pending = []
-        return 0
+        self.flushes += 1
+        while self.queued and not self.abortable:
+            topic = self.queued[0][0]
+            batch = [r for r in self.queued if r[0] == topic]
+            self.queued = [r for r in self.queued if r[0] != topic]
+            refused = sum(len(r[1] or b"") for r in batch) > self.batch_limit
+            for record in batch:
+                if refused:
+                    record[4](KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+                else:
+                    (self.open if self.transactional else self.committed).append(record[:4])
+                    record[4](None, None)
+            self.abortable = refused and self.transactional
+        return len(self.queued)
 
     def poll(self, _timeout=None):
         return 0
@@ -71,7 +83,9 @@ class BrokerProducer:
         self.transactions["committed"] += 1
 
     def abort_transaction(self, _timeout):
-        self.open, self.abortable = [], False
+        for record in self.queued:
+            record[4](KafkaError(KafkaError._PURGE_QUEUE), None)
+        self.queued, self.open, self.abortable = [], [], False
         self.transactions["aborted"] += 1
 
 
@@ -81,58 +95,70 @@ def _processor() -> Processor:
                      clock=lambda: datetime(2026, 11, 27, tzinfo=timezone.utc))
 
 
-def _record(offset: int, value: bytes, source_value: bytes = b'{"event_id": "e"}') -> OutputRecord:
+def _record(offset: int, value: bytes, topic: str = "out.auto", source_value: bytes = b'{"event_id": "e"}'):
     source = FakeMessage(source_value, _offset=offset)
-    return OutputRecord("out.auto", b"k", value, [], source, "auto_response", intent="track_order")
+    return OutputRecord(topic, b"k", value, [], source, "auto_response", intent="track_order")
 
 
-def _publisher(limit: int, transactional: bool) -> tuple[Publisher, BrokerProducer]:
-    producer = BrokerProducer(limit, transactional)
-    return Publisher(lambda: producer, _processor(), timeout_s=1.0, transactional=transactional), producer
+def _publisher(producer: BrokerProducer) -> Publisher:
+    return Publisher(lambda: producer, _processor(), timeout_s=5.0, transactional=producer.transactional)
 
 
-@pytest.mark.parametrize("transactional", [False, True], ids=["at-least-once", "exactly-once"])
-def test_a_refused_enriched_event_becomes_a_dead_letter_of_its_input(transactional):
-    publisher, producer = _publisher(limit=100, transactional=transactional)
-    fine, too_big = _record(1, b"x" * 50), _record(2, b"y" * 500)
-    published = publisher.publish([fine, too_big], offsets=["offsets"], group_metadata=object())
-    assert [(r.topic, r.source.offset()) for r in published] == [("out.auto", 1), ("out.dlq", 2)]
-    assert [(topic, value) for topic, value, _, _ in producer.committed] == [
-        ("out.auto", b"x" * 50), ("out.dlq", b'{"event_id": "e"}')]
-    letter = DeadLetterHeaders.from_kafka(producer.committed[1][3])
+def _seen(producer: BrokerProducer) -> list[tuple[str, bytes | None]]:
+    return [(topic, value) for topic, value, _, _ in producer.committed]
+
+
+@MODES
+def test_a_refused_record_becomes_a_dead_letter_and_its_batch_neighbours_are_delivered(transactional):
+    producer = BrokerProducer(batch_limit=100, transactional=transactional)
+    fine, too_big, also_fine = _record(1, b"x" * 50), _record(2, b"y" * 500), _record(3, b"z" * 40)
+    published = _publisher(producer).publish([fine, too_big, also_fine], offsets=["offsets"], group_metadata=object())
+    # the broker refused the whole first record batch; sent one at a time, only the big one is refused again
+    assert [(r.topic, r.source.offset()) for r in published] == [("out.auto", 1), ("out.dlq", 2), ("out.auto", 3)]
+    assert sorted(_seen(producer)) == [("out.auto", b"x" * 50), ("out.auto", b"z" * 40),
+                                       ("out.dlq", b'{"event_id": "e"}')]
+    letter = DeadLetterHeaders.from_kafka(next(h for t, _, _, h in producer.committed if t == "out.dlq"))
     assert (letter.stage, letter.error_class, letter.source_offset) == ("publish", "OutputRejected", 2)
-    if transactional:  # the poisoned transaction was aborted; the retry committed outputs and offsets together
-        assert producer.transactions == {"begun": 2, "committed": 1, "aborted": 1}
+    if transactional:  # every poisoned transaction was aborted; the last one carried outputs and offsets together
+        assert producer.transactions == {"begun": 3, "committed": 1, "aborted": 2}
         assert producer.offsets_sent == [["offsets"]]
 
 
-@pytest.mark.parametrize("transactional", [False, True], ids=["at-least-once", "exactly-once"])
+def test_in_a_transaction_a_refusal_stops_the_wait_for_records_that_can_no_longer_be_sent():
+    producer = BrokerProducer(batch_limit=100, transactional=True)
+    records = [_record(1, b"y" * 500), _record(2, b"h" * 10, topic="out.human")]  # the second batch stays queued
+    published = _publisher(producer).publish(records, offsets=["offsets"], group_metadata=object())
+    assert [r.route for r in published] == ["dlq", "auto_response"]
+    assert sorted(_seen(producer)) == [("out.dlq", b'{"event_id": "e"}'), ("out.human", b"h" * 10)]
+    assert producer.flushes < 10, "no waiting out the delivery timeout on a transaction that can take nothing more"
+
+
+@MODES
 def test_an_input_too_big_to_dead_letter_keeps_a_pointer_without_its_value(transactional):
-    publisher, producer = _publisher(limit=100, transactional=transactional)
-    record = _record(7, b"y" * 500, source_value=b"z" * 400)
-    published = publisher.publish([record], offsets=["offsets"], group_metadata=object())
+    producer = BrokerProducer(batch_limit=100, transactional=transactional)
+    published = _publisher(producer).publish([_record(7, b"y" * 500, source_value=b"z" * 400)], offsets=["offsets"],
+                                             group_metadata=object())
     assert len(published) == 1 and published[0].route == "dlq"
     [(topic, value, _, headers)] = producer.committed
     assert topic == "out.dlq" and value is None and (OMITTED_HEADER, b"size") in headers
     assert DeadLetterHeaders.from_kafka(headers).source_offset == 7
-    if transactional:
-        assert producer.transactions == {"begun": 3, "committed": 1, "aborted": 2}
+    if transactional:  # refused in a batch, alone, as a dead letter; the pointer commits
+        assert producer.transactions == {"begun": 4, "committed": 1, "aborted": 3}
 
 
-def test_exactly_once_gives_up_with_a_delivery_error_when_nothing_can_be_published():
-    publisher, producer = _publisher(limit=100, transactional=True)
-    producer.flush = _refuse_everything(producer)  # a broker that refuses even a dead letter without a value
-    with pytest.raises(DeliveryError):
-        publisher.publish([_record(3, b"y")], offsets=["offsets"], group_metadata=object())
-    assert producer.committed == [] and producer.transactions["committed"] == 0
+def test_a_refusal_by_the_client_itself_needs_no_new_transaction():
+    producer = BrokerProducer(batch_limit=10**6, transactional=True, local_limit=100)
+    published = _publisher(producer).publish([_record(1, b"x" * 50), _record(2, b"y" * 500)], offsets=["offsets"],
+                                             group_metadata=object())
+    assert [r.route for r in published] == ["auto_response", "dlq"]
+    assert producer.transactions == {"begun": 1, "committed": 1, "aborted": 0}
 
 
-def _refuse_everything(producer: BrokerProducer):
-    def flush(_timeout=None):
-        for *_, callback in producer.pending:
-            producer.abortable = True
-            callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
-        producer.pending = []
-        return 0
-
-    return flush
+@MODES
+def test_it_gives_up_with_a_delivery_error_when_even_the_pointer_is_refused(transactional):
+    producer = BrokerProducer(batch_limit=-1, transactional=transactional)  # refuses even a value of None
+    with pytest.raises(DeliveryError, match="without its value"):
+        _publisher(producer).publish([_record(3, b"y")], offsets=["offsets"], group_metadata=object())
+    assert producer.committed == []
+    if transactional:  # refused in a batch, alone, as a dead letter, as a pointer: four aborted transactions
+        assert producer.transactions == {"begun": 4, "committed": 0, "aborted": 4} and not producer.abortable

@@ -3,8 +3,7 @@
 import shutil
 from types import SimpleNamespace
 
-from consumer import reload as reload_module
-from consumer.reload import RETRY_FIRST_S, ModelReloader
+from consumer.reload import RETRY_FIRST_S, RETRY_MAX_S, ModelReloader
 from consumer.settings import Settings
 from model import TriageModel
 from model.artifacts import read_manifest, write_manifest
@@ -21,13 +20,12 @@ class Clock:
 def _settle(reloader: ModelReloader) -> None:
     """Let the loader thread finish, then let the reloader take its result."""
     if reloader._pending is not None:
-        reloader._pending[1].exception()
+        reloader._pending[1].exception(timeout=60)
         reloader.tick()
 
 
-def test_a_refused_version_is_tried_again_with_backoff_then_served(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_refused_version_is_tried_again_with_backoff_then_served(tiny_model_dir, tmp_path):
     clock = Clock()
-    monkeypatch.setattr(reload_module.time, "monotonic", clock)
     shutil.copytree(tiny_model_dir, tmp_path / "models")
     models = tmp_path / "models"
     processor = SimpleNamespace(model=TriageModel.load(models))
@@ -41,7 +39,7 @@ def test_a_refused_version_is_tried_again_with_backoff_then_served(tiny_model_di
 
     refused = []
     reloader = ModelReloader(Settings(model_dir=models, reload_interval_s=1), processor, load,
-                             on_refuse=lambda: refused.append(clock.now))
+                             on_refuse=lambda: refused.append(clock.now), clock=clock)
     write_manifest(models / "intent", read_manifest(models / "intent").model_copy(update={"version": "intent-v2"}))
 
     clock.now += 2
@@ -50,11 +48,12 @@ def test_a_refused_version_is_tried_again_with_backoff_then_served(tiny_model_di
     assert len(attempts) == 1 and len(refused) == 1
     assert processor.model.versions.intent == "intent-tiny-test-0", "the running model keeps serving"
 
-    for _ in range(int(RETRY_FIRST_S) - 2):  # looking every second: nothing is tried before the delay is over
+    retry_at = reloader.refused[reloader._on_disk()][1]
+    while clock.now + 1 < retry_at:  # looking every second: nothing is tried before the delay is over
         clock.now += 1
         reloader.tick()
         assert reloader._pending is None
-    clock.now += 3
+    clock.now = retry_at
     reloader.tick()
     _settle(reloader)
     assert len(attempts) == 2 and len(refused) == 2
@@ -65,4 +64,25 @@ def test_a_refused_version_is_tried_again_with_backoff_then_served(tiny_model_di
     _settle(reloader)
     assert len(attempts) == 3
     assert processor.model.versions.intent == "intent-v2" and not reloader.refused
+    reloader.close()
+
+
+def test_the_retry_delay_doubles_up_to_its_cap(tiny_model_dir, tmp_path):
+    clock = Clock()
+    shutil.copytree(tiny_model_dir, tmp_path / "models")
+    models = tmp_path / "models"
+
+    def load():
+        raise MemoryError("short of memory")
+
+    processor = SimpleNamespace(model=TriageModel.load(models))
+    reloader = ModelReloader(Settings(model_dir=models, reload_interval_s=1), processor, load, clock=clock)
+    write_manifest(models / "sentiment", read_manifest(models / "sentiment").model_copy(update={"version": "s-v2"}))
+    delays = []
+    for _ in range(8):
+        clock.now = max(clock.now + 1, reloader.refused.get(reloader._on_disk(), (0, 0.0))[1])
+        reloader.tick()
+        _settle(reloader)
+        delays.append(reloader.refused[reloader._on_disk()][1] - clock.now)
+    assert delays == [min(RETRY_MAX_S, RETRY_FIRST_S * 2**n) for n in range(8)] and delays[-1] == RETRY_MAX_S
     reloader.close()

@@ -136,11 +136,21 @@ def sentiment_data(tiny_data) -> Path:
     return tiny_data
 
 
-def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentiment_data, tmp_path):
+def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentiment_data, tmp_path, monkeypatch):
     from model import TextClassifier
     from model.artifacts import read_manifest
+    from training import sentiment
     from training import sentiment_data as sd
+    from training.data import stratified_holdout
 
+    trained_on: list[str] = []
+    real_train = sentiment.train
+
+    def spy(model, tokenizer, texts, *args, **kwargs):
+        trained_on.extend(texts)
+        return real_train(model, tokenizer, texts, *args, **kwargs)
+
+    monkeypatch.setattr(sentiment, "train", spy)
     out = tmp_path / "sentiment"
     argv = ["train", "sentiment", "--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--output",
             str(out), "--epochs", "1", "--batch-size", "16", "--max-length", "32", "--seed", "1"]
@@ -153,6 +163,8 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
     assert manifest.metrics["calibration"]["fitted_on"] == sd.CALIBRATION_SET
     assert training["calibration_rows"] == manifest.metrics[sd.CALIBRATION_SET]["n"] > 0
     assert sum(training["rows"].values()) + training["calibration_rows"] == len(mixed)
+    kept, held = stratified_holdout(mixed, sd.CALIBRATION_SHARE, 1, key=lambda r: (r.source, r.label))
+    assert trained_on == [r.text for r in kept] and not set(trained_on) & {r.text for r in held}
     for source in ("tweeteval-val", "bitext-4k5", "goemotions-test", "probe"):
         assert manifest.metrics[source]["n"] > 0
     assert {d.role for d in manifest.data} == {"train", "validation"}

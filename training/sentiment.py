@@ -74,8 +74,8 @@ def train_sentiment(data_dir: Path, output: Path, base_model: str, config: Train
                for name, (lg, y) in scored.items()}
     metrics["calibration"] = {name: calibration_report(lg, y, temperature) for name, (lg, y) in scored.items()}
     metrics["calibration"]["fitted_on"] = sd.CALIBRATION_SET
-    metrics["training"] = stats | {"device": device.description, "rows": dict(Counter(r.source + "/" + r.label for r in rows)),
-                                   "calibration_rows": len(held)}
+    metrics["training"] = stats | {"device": device.description, "calibration_rows": len(held),
+                                   "rows": dict(Counter(r.source + "/" + r.label for r in rows))}
     per_source = Counter(r.source for r in mixed)
     files = _files(data_dir, sorted(per_source), "train", per_source)
     files += _files(data_dir, TRAIN_TIME_VALIDATION, "validation", Counter())

@@ -254,10 +254,10 @@ def test_exactly_once_mode_dead_letters_an_output_too_large(bootstrap_servers, t
 
     from schemas.deadletter import DeadLetterHeaders
 
-    # A 5,800-byte producer limit makes this inquiry's enriched event too large, as in the hostile-input test. The
-    # publisher then aborts the batch's transaction and runs it again with the dead letter: this checks that path
-    # with a real transactional producer. (A refusal by the broker itself is covered in tests/test_publisher.py:
-    # the embedded broker ignores a topic's max.message.bytes.)
+    # A 5,800-byte producer limit makes this inquiry's enriched event too large, as in the hostile-input test: the
+    # client refuses it itself, and its dead letter takes its place in the same transaction. (A refusal by the broker
+    # aborts the transaction instead; tests/test_publisher.py covers it, since the embedded broker ignores a topic's
+    # max.message.bytes.)
     service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=BATCH,
                       processing_guarantee="exactly_once", producer_properties='{"message.max.bytes": "5800"}')
     wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
@@ -265,9 +265,8 @@ def test_exactly_once_mode_dead_letters_an_output_too_large(bootstrap_servers, t
     records = [(b"before", orjson.dumps({"event_id": "before", "text": "i want a refund"}), []), (b"big-out", big, []),
                (b"after", orjson.dumps({"event_id": "after", "text": "where is my order"}), [])]
     produce(bootstrap_servers, topics["input_topic"], records)
-    # The embedded broker shows aborted transactions to read_committed readers, so an aborted first attempt of the
-    # batch may show up here too: look for each key rather than count records.
     found = read_outputs(bootstrap_servers, topics, expected=len(records), timeout_s=60)
+    assert len(found) == len(records)
     keys = {record.key for record in found}
     letters = {record.key: record for record in found if record.topic == topics["dlq_topic"]}
     assert keys == {b"before", b"big-out", b"after"}, "the partition went on past the oversized output"
