@@ -1,7 +1,10 @@
 """Hot reload: a refused version is tried again later, with a growing delay."""
 
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from consumer.reload import RETRY_FIRST_S, RETRY_MAX_S, ModelReloader
 from consumer.settings import Settings
@@ -17,6 +20,12 @@ class Clock:
         return self.now
 
 
+@pytest.fixture
+def models(tiny_model_dir, tmp_path) -> Path:
+    """A copy of the tiny artifacts that a test may bump to a new version."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "models"))
+
+
 def _settle(reloader: ModelReloader) -> None:
     """Let the loader thread finish, then let the reloader take its result."""
     if reloader._pending is not None:
@@ -24,10 +33,8 @@ def _settle(reloader: ModelReloader) -> None:
         reloader.tick()
 
 
-def test_a_refused_version_is_tried_again_with_backoff_then_served(tiny_model_dir, tmp_path):
+def test_a_refused_version_is_tried_again_with_backoff_then_served(models):
     clock = Clock()
-    shutil.copytree(tiny_model_dir, tmp_path / "models")
-    models = tmp_path / "models"
     processor = SimpleNamespace(model=TriageModel.load(models))
     attempts = []
 
@@ -67,10 +74,8 @@ def test_a_refused_version_is_tried_again_with_backoff_then_served(tiny_model_di
     reloader.close()
 
 
-def test_the_retry_delay_doubles_up_to_its_cap(tiny_model_dir, tmp_path):
+def test_the_retry_delay_doubles_up_to_its_cap(models):
     clock = Clock()
-    shutil.copytree(tiny_model_dir, tmp_path / "models")
-    models = tmp_path / "models"
 
     def load():
         raise MemoryError("short of memory")
