@@ -606,6 +606,7 @@ class EndToEnd:
             "broker_ts": _percentiles([a.broker_ts - a.sent for a in steady if not math.isnan(a.broker_ts)]),
             "cpu_cores": self.meter.shares(steady_from, max(a.at for a in steady), ["broker", "steady_service", "bench"]),
             "service": _service_batches(log, since=steady_from),
+            "windows": _windows(steady, steady_from, self.meter),
         }
 
 
@@ -641,6 +642,25 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
             scale["over_one_member"] = _ratio(scale["per_s"], e2e["per_s"])
             console.log(f"scale-out: {scale['per_s']:.1f} msgs/s with {options.members} members")
     return e2e, latency, scale
+
+
+def _windows(arrivals: list, since: float, meter: CpuMeter, every_s: float = 5.0) -> list[dict[str, Any]]:
+    """The steady load cut into ``every_s`` windows by production time: latency and the broker's CPU in each,
+    to tell a latency that grows over the run (a broker slowing down) from one spread evenly."""
+    windows: dict[int, list[float]] = {}
+    for arrival in arrivals:
+        windows.setdefault(int((arrival.sent - since) // every_s), []).append(arrival.at - arrival.sent)
+    out = []
+    for index in sorted(windows):
+        start = since + index * every_s
+        latency = _percentiles(windows[index])
+        out.append({"from_s": index * every_s, "messages": len(windows[index]), "p50_ms": latency["p50_ms"],
+                    "p99_ms": latency["p99_ms"], "broker_cores": meter.cores("broker", start, start + every_s)})
+    return out
+
+
+def _window_span(windows: list[dict[str, Any]]) -> float:
+    return windows[1]["from_s"] - windows[0]["from_s"] if len(windows) > 1 else 5.0
 
 
 def _close_producer(producer) -> None:
@@ -867,6 +887,12 @@ def show(console: Console, result: dict[str, Any]) -> None:
                   f"p50 {latency['p50_ms']} / p95 {latency['p95_ms']} / p99 {latency['p99_ms']} ms "
                   f"(max {latency['max_ms']})" + (f"; batches of {steady_service['mean_size']:.0f} on average"
                                                    if steady_service else "") + _cpu_note(latency))
+    windows = latency.get("windows") or []
+    if windows:
+        table.add_row(f"  by {_window_span(windows):.0f}s window", "", "", "",
+                      "p99 " + ", ".join(f"{w['p99_ms']:.0f}" for w in windows) + " ms; broker "
+                      + ", ".join(f"{w['broker_cores']:.2f}" if w.get("broker_cores") is not None else "?"
+                                  for w in windows) + " cores")
     scale = result.get("scale_out")
     if scale:
         table.add_row(f"scale-out: {scale['members']} `triage run` in one group", str(scale["messages"]),
@@ -904,6 +930,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"**p99 {latency['p99_ms']} ms**; batches of {(latency.get('service') or {}).get('mean_size', '?')} on average"
         f"{_cpu_note(latency)} |",
     ]
+    windows = latency.get("windows") or []
+    if windows:
+        rows.append(f"| (4) by {_window_span(windows)} s of production time | | | | p99 "
+                    + ", ".join(f"{w['p99_ms']:.0f}" for w in windows) + " ms; broker "
+                    + ", ".join(f"{w['broker_cores']:.2f}" if w.get("broker_cores") is not None else "?" for w in windows)
+                    + " cores |")
     scale = result.get("scale_out")
     if scale:
         rows.append(f"| (5) {scale['members']} members, fresh backlog | {scale['messages']} | {scale['per_s']:.1f} | "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,23 @@ def test_cpu_meter_cores_over_a_window():
     assert meter.cores("svc", 12.0, 13.0) == 0.0
     assert meter.shares(12.0, 13.0, ["broker", "svc", "absent"]) == {"broker": 0.2, "svc": 0.0}
     assert meter.cores("broker", 12.5, 12.6) == 0.2 and meter.cores("absent", 10.0, 13.0) is None
+
+
+def test_steady_load_windows_show_latency_and_broker_cpu_over_time():
+    from consumer.bench import Arrival, CpuMeter, _windows, markdown
+
+    meter = CpuMeter(every_s=3600)
+    meter.close()
+    meter.samples = [(100.0, {"broker": 0.0}), (105.0, {"broker": 1.0}), (110.0, {"broker": 4.0})]
+    # 10 events sent in the first 5 s, routed after 50 ms; 10 in the next 5 s, routed after 300 ms
+    arrivals = [Arrival(at=100.0 + i * 0.5 + 0.05, topic="t", phase=b"steady", sent=100.0 + i * 0.5, broker_ts=math.nan,
+                        value=None) for i in range(10)]
+    arrivals += [Arrival(at=105.0 + i * 0.5 + 0.3, topic="t", phase=b"steady", sent=105.0 + i * 0.5, broker_ts=math.nan,
+                         value=None) for i in range(10)]
+    windows = _windows(arrivals, 100.0, meter)
+    assert [w["from_s"] for w in windows] == [0.0, 5.0] and [w["messages"] for w in windows] == [10, 10]
+    assert windows[0]["p99_ms"] == pytest.approx(50.0, abs=0.1) and windows[1]["p99_ms"] == pytest.approx(300.0, abs=0.1)
+    assert [w["broker_cores"] for w in windows] == [0.2, 0.6]
+    result = json.loads((Path(__file__).parent.parent / "reports" / "bench.json").read_text())
+    result["latency"]["windows"] = windows
+    assert "| (4) by 5.0 s of production time | | | | p99 50, 300 ms; broker 0.20, 0.60 cores |" in markdown(result)
