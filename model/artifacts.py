@@ -33,7 +33,7 @@ class DataFile(BaseModel):
     path: str
     sha256: str
     rows: int | None = None
-    role: Literal["train", "validation", "calibration", "test"] = "train"
+    role: Literal["train", "validation", "calibration", "test", "outliers"] = "train"
 
 
 class OnnxExport(BaseModel):

@@ -48,10 +48,11 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_base, tiny_data, tmp_path_factory) -> Path:
+def trained(tiny_base, sentiment_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("artifact") / "intent"
-    argv = ["train", "intent", "--base-model", str(tiny_base), "--data-dir", str(tiny_data), "--output", str(out),
-            "--epochs", "2", "--batch-size", "16", "--max-length", "32", "--train-on", "8k", "--seed", "1"]
+    argv = ["train", "intent", "--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--output", str(out),
+            "--epochs", "2", "--batch-size", "16", "--max-length", "32", "--train-on", "8k", "--seed", "1",
+            "--outlier-exposure"]
     assert main(argv) == 0
     return out
 
@@ -87,6 +88,16 @@ def _csv(path: Path, rows) -> Path:
     return path
 
 
+def test_intent_training_exposes_outliers_and_reports_out_of_scope_confidence(trained):
+    manifest = json.loads((trained / "manifest.json").read_text())
+    outliers = [d for d in manifest["data"] if d["role"] == "outliers"]
+    assert sorted(Path(d["path"]).name for d in outliers) == ["train.tsv", "train.txt"]
+    assert manifest["hyperparameters"]["outlier_exposure"]["rows"] > 0
+    scope = manifest["metrics"]["out_of_scope"]
+    assert scope["sources"] == ["goemotions-test", "sst5-test"] and scope["n"] > 0
+    assert 0.0 <= scope["confident_share"] <= 1.0 and 0.0 <= scope["validation_confident_share"] <= 1.0
+
+
 def test_evaluate_json(trained, tmp_path, capsys):
     labels = json.loads((trained / "manifest.json").read_text())["labels"]
     data = _csv(tmp_path / "eval.csv", [("cancel my order", labels[0]), ("refund please", labels[1]),
@@ -119,7 +130,8 @@ def test_evaluate_wrong_task(trained, tmp_path, capsys):
 #: every file the sentiment mix and its validation sources read -> how many lines to keep (None: all)
 SENTIMENT_FILES = {
     "goemotions/train.tsv": 400, "goemotions/test.tsv": 100, "goemotions/emotions.txt": None,
-    "goemotions/sentiment_dict.json": None, "sst5/train.txt": 200, "customer_reviews/custrev.txt": 200,
+    "goemotions/sentiment_dict.json": None, "sst5/train.txt": 200, "sst5/test.txt": 50,
+    "customer_reviews/custrev.txt": 200,
     "tweeteval/val_text.txt": 60, "tweeteval/val_labels.txt": 60, "probe/customer_service_probe.csv": None,
 }
 

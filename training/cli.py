@@ -43,6 +43,10 @@ def _add_train_parser(sub) -> None:
                                 "'both' keeps 10%% aside for temperature calibration only")
             p.add_argument("--no-slot-augment", dest="slot_augment", action="store_false",
                            help="do not add {{Slot}} copies of the 4k5 release's entity rows")
+            p.add_argument("--outlier-exposure", action="store_true",
+                           help="also train on text that is not an inquiry (GoEmotions and SST-5 sentences), "
+                                "pulled towards a flat intent distribution so that off-topic text scores low "
+                                "confidence and goes to a human; off by default, see training/README.md")
         else:
             p.add_argument("--class-weights", default=None, metavar="NEG,NEU,POS",
                            help="loss weights of negative,neutral,positive (default: the recipe's)")
@@ -96,7 +100,8 @@ def run_train(args) -> int:
     if args.task == "intent":
         from training.intent import train_intent
 
-        train_intent(args.data_dir, args.output, base, config, args.train_on, args.slot_augment)
+        train_intent(args.data_dir, args.output, base, config, args.train_on, args.slot_augment,
+                     args.outlier_exposure)
     else:
         from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
 

@@ -103,11 +103,19 @@ def train(
     device,
     class_weights: Sequence[float] | None = None,
     desc: str = "train",
+    outliers: Sequence[str] = (),
+    outlier: OutlierExposure | None = None,
 ) -> dict:
-    """Fine-tune ``model`` in place; returns timing and loss statistics."""
+    """Fine-tune ``model`` in place; returns timing and loss statistics.
+
+    ``outliers``: texts that belong to no label (outlier exposure, see :class:`OutlierExposure`). Each step
+    also scores a few of them and pulls their predicted distribution towards uniform, so that text unlike
+    any class gets a low confidence instead of a confident wrong label.
+    """
     seed_everything(config.seed)
     rng = np.random.default_rng(config.seed)
     ids = encode(tokenizer, texts, config.max_length)
+    exposure = _Outliers(tokenizer, outliers, outlier or OutlierExposure(), config) if outliers else None
     target = torch.tensor(list(labels), dtype=torch.long)
     weight = torch.tensor(class_weights, dtype=torch.float32, device=device.device) if class_weights else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
@@ -121,10 +129,15 @@ def train(
             for index in bucketed_batches([len(x) for x in ids], config.batch_size, rng):
                 if step >= total:
                     break
-                batch = {k: v.to(device.device) for k, v in collate(ids, index, tokenizer.pad_token_id).items()}
+                rows = [ids[i] for i in index]
+                extra = exposure.rows(max(len(r) for r in rows)) if exposure is not None else []
+                batch = {k: v.to(device.device) for k, v in
+                         collate(rows + extra, range(len(rows) + len(extra)), tokenizer.pad_token_id).items()}
                 with autocast_for(device.device, device.autocast_dtype):
-                    logits = model(**batch).logits
-                loss = loss_fn(logits.float(), target[index].to(device.device))
+                    logits = model(**batch).logits.float()
+                loss = loss_fn(logits[: len(rows)], target[index].to(device.device))
+                if extra:
+                    loss = loss + exposure.loss(logits[len(rows) :])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -136,6 +149,41 @@ def train(
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
     model.eval()
     return {"steps": total, "train_seconds": round(time.perf_counter() - started, 1), "final_loss": float(np.mean(losses[-50:]))}
+
+
+@dataclass(frozen=True)
+class OutlierExposure:
+    """Outlier exposure (Hendrycks et al., ICLR 2019): each step, ``batch`` outlier texts ride along in the
+    labelled batch (cut to its padded width, so they cost no padding) and add ``weight`` x their
+    cross-entropy to the uniform distribution to the loss."""
+
+    weight: float = 0.5
+    batch: int = 4
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Outliers:
+    """Cycles through the outlier texts in a seeded order of its own (the labelled batches keep theirs)."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], settings: OutlierExposure, config: TrainConfig):
+        self.ids = encode(tokenizer, texts, config.max_length)
+        self.settings = settings
+        self.rng = np.random.default_rng(config.seed + 1)
+        self.order: list[int] = []
+
+    def rows(self, width: int) -> list[list[int]]:
+        """The next ``batch`` outliers, each cut to ``width`` tokens (its last token, [SEP], kept)."""
+        while len(self.order) < self.settings.batch:
+            self.order += self.rng.permutation(len(self.ids)).tolist()
+        index, self.order = self.order[: self.settings.batch], self.order[self.settings.batch :]
+        return [self.ids[i] if len(self.ids[i]) <= width else self.ids[i][: width - 1] + self.ids[i][-1:]
+                for i in index]
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        # cross-entropy to the uniform distribution: logsumexp(z) - mean(z), averaged over the outliers
+        return self.settings.weight * (torch.logsumexp(logits, dim=-1) - logits.mean(dim=-1)).mean()
 
 
 @torch.inference_mode()
