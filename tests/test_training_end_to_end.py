@@ -68,7 +68,7 @@ def test_artifact_loads_with_pipeline(trained):
     assert set(manifest["categories"]) == set(manifest["labels"])
     assert manifest["temperature"] > 0
     assert {"ece_before", "ece_after"} <= set(manifest["metrics"]["calibration"])
-    assert {d["role"] for d in manifest["data"]} == {"train", "validation"}
+    assert {d["role"] for d in manifest["data"]} == {"train", "validation", "outliers"}  # trained with --outlier-exposure
 
 
 def test_training_writes_the_int8_export_into_the_one_manifest(trained):
