@@ -663,6 +663,12 @@ def _window_span(windows: list[dict[str, Any]]) -> float:
     return windows[1]["from_s"] - windows[0]["from_s"] if len(windows) > 1 else 5.0
 
 
+def _windows_note(windows: list[dict[str, Any]]) -> str:
+    """'p99 127, 139 ms; broker 0.32, 0.37 cores' for the console and markdown tables."""
+    cores = ", ".join(f"{w['broker_cores']:.2f}" if w.get("broker_cores") is not None else "?" for w in windows)
+    return "p99 " + ", ".join(f"{w['p99_ms']:.0f}" for w in windows) + f" ms; broker {cores} cores"
+
+
 def _close_producer(producer) -> None:
     producer.flush(10)
     if hasattr(producer, "close"):
@@ -889,10 +895,7 @@ def show(console: Console, result: dict[str, Any]) -> None:
                                                    if steady_service else "") + _cpu_note(latency))
     windows = latency.get("windows") or []
     if windows:
-        table.add_row(f"  by {_window_span(windows):.0f}s window", "", "", "",
-                      "p99 " + ", ".join(f"{w['p99_ms']:.0f}" for w in windows) + " ms; broker "
-                      + ", ".join(f"{w['broker_cores']:.2f}" if w.get("broker_cores") is not None else "?"
-                                  for w in windows) + " cores")
+        table.add_row(f"  by {_window_span(windows):.0f}s window", "", "", "", _windows_note(windows))
     scale = result.get("scale_out")
     if scale:
         table.add_row(f"scale-out: {scale['members']} `triage run` in one group", str(scale["messages"]),
@@ -932,10 +935,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     windows = latency.get("windows") or []
     if windows:
-        rows.append(f"| (4) by {_window_span(windows)} s of production time | | | | p99 "
-                    + ", ".join(f"{w['p99_ms']:.0f}" for w in windows) + " ms; broker "
-                    + ", ".join(f"{w['broker_cores']:.2f}" if w.get("broker_cores") is not None else "?" for w in windows)
-                    + " cores |")
+        rows.append(f"| (4) by {_window_span(windows)} s of production time | | | | {_windows_note(windows)} |")
     scale = result.get("scale_out")
     if scale:
         rows.append(f"| (5) {scale['members']} members, fresh backlog | {scale['messages']} | {scale['per_s']:.1f} | "

@@ -25,11 +25,16 @@ OUT_OF_SCOPE_SOURCES = ("goemotions-test", "sst5-test")
 ABSTAIN_THRESHOLD = 0.5
 
 
-def outlier_texts(data_dir: Path, rows: int, seed: int) -> tuple[list[str], list]:
-    """``rows`` texts drawn (seeded) from GoEmotions train and SST-5 train, with their data files."""
+def _sentences(data_dir: Path, split: str) -> list[str]:
+    """The distinct GoEmotions and SST-5 texts of ``split``, sorted: sentences that are not inquiries."""
     from training.sentiment_data import load_goemotions, load_sst5
 
-    pool = sorted({row.text for row in load_goemotions(data_dir, "train") + load_sst5(data_dir, "train")})
+    return sorted({row.text for row in load_goemotions(data_dir, split) + load_sst5(data_dir, split)})
+
+
+def outlier_texts(data_dir: Path, rows: int, seed: int) -> tuple[list[str], list]:
+    """``rows`` texts drawn (seeded) from GoEmotions train and SST-5 train, with their data files."""
+    pool = _sentences(data_dir, "train")
     texts = random.Random(seed).sample(pool, min(rows, len(pool)))
     files = [data_file(Path(data_dir) / "goemotions" / "train.tsv", None, "outliers"),
              data_file(Path(data_dir) / "sst5" / "train.txt", None, "outliers")]
@@ -37,9 +42,7 @@ def outlier_texts(data_dir: Path, rows: int, seed: int) -> tuple[list[str], list
 
 
 def out_of_scope_texts(data_dir: Path) -> list[str]:
-    from training.sentiment_data import load_goemotions, load_sst5
-
-    return sorted({row.text for row in load_goemotions(data_dir, "test") + load_sst5(data_dir, "test")})
+    return _sentences(data_dir, "test")
 
 
 def confident_share(probabilities: np.ndarray, threshold: float = ABSTAIN_THRESHOLD) -> float:
