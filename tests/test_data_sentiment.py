@@ -52,6 +52,23 @@ def test_validation_sources_not_trained_on():
     assert sum(t.text.lower() in train_texts for t in tweets) < 5
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+def test_written_messages_stay_apart_from_the_customer_service_evaluation_sets():
+    """The written training messages share no message, nor 70% of a message's words, with the probe or holdout."""
+    written = sd.load_written(DATA_DIR)
+    assert Counter(r.label for r in written) == {"negative": 600, "neutral": 386, "positive": 242}
+    evaluation = [*sd.load_holdout(DATA_DIR), *sd.load_probe(DATA_DIR)]
+    assert Counter(r.label for r in sd.load_holdout(DATA_DIR)) == {"negative": 140, "neutral": 95, "positive": 65}
+    held = [_words(r.text) for r in evaluation]
+    close = [r.text for r in written
+             if any(len(_words(r.text) & h) >= 0.7 * len(_words(r.text) | h) for h in held)]
+    assert close == []
+    assert {r.source for r in sd.build_mix(DATA_DIR)} >= {"cs-written"}
+
+
 def test_stratified_holdout_is_disjoint_seeded_and_per_group():
     from training.data import stratified_holdout
 

@@ -133,6 +133,7 @@ SENTIMENT_FILES = {
     "goemotions/sentiment_dict.json": None, "sst5/train.txt": 200, "sst5/test.txt": 50,
     "customer_reviews/custrev.txt": 200,
     "tweeteval/val_text.txt": 60, "tweeteval/val_labels.txt": 60, "probe/customer_service_probe.csv": None,
+    "written/customer_service_messages.csv": 150, "probe/customer_service_holdout.csv": 80,
 }
 
 
@@ -177,7 +178,7 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
     assert sum(training["rows"].values()) + training["calibration_rows"] == len(mixed)
     kept, held = stratified_holdout(mixed, sd.CALIBRATION_SHARE, 1, key=lambda r: (r.source, r.label))
     assert trained_on == [r.text for r in kept] and not set(trained_on) & {r.text for r in held}
-    for source in ("tweeteval-val", "bitext-4k5", "goemotions-test", "probe"):
+    for source in ("cs-holdout", "tweeteval-val", "bitext-4k5", "goemotions-test", "probe"):
         assert manifest.metrics[source]["n"] > 0
     assert {d.role for d in manifest.data} == {"train", "validation"}
     assert TextClassifier.load(out).predict_proba(["my parcel never arrived"]).shape == (1, 3)

@@ -19,7 +19,7 @@ from pathlib import Path
 from training.paths import ARTIFACTS_DIR, DATA_DIR, REPORTS_DIR
 
 CROSS_RELEASE = {"8k": "4k5", "4k5": "8k"}  # trained on -> validated on
-SENTIMENT_SOURCES = ("tweeteval-val", "tweeteval-test", "bitext-4k5", "goemotions-test", "probe")
+SENTIMENT_SOURCES = ("cs-holdout", "tweeteval-val", "tweeteval-test", "bitext-4k5", "goemotions-test", "probe")
 
 
 def write_csv(path: Path, rows) -> Path:

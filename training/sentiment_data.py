@@ -121,6 +121,18 @@ def load_probe(data_dir: Path) -> list[Labeled]:
     return [Labeled(r["text"], r["label"], "probe") for r in rows]
 
 
+def load_holdout(data_dir: Path) -> list[Labeled]:
+    """300 customer-service messages written apart from the training set (see data/probe/SOURCE.md); never trained on."""
+    rows = bitext.read_csv_rows(Path(data_dir) / "probe" / "customer_service_holdout.csv")
+    return [Labeled(r["text"], r["label"], "cs-holdout") for r in rows]
+
+
+def load_written(data_dir: Path) -> list[Labeled]:
+    """1,228 customer-service messages written for training (see data/written/SOURCE.md)."""
+    rows = bitext.read_csv_rows(Path(data_dir) / "written" / "customer_service_messages.csv")
+    return [Labeled(r["text"], r["label"], "cs-written") for r in rows]
+
+
 def load_bitext_sentiment(data_dir: Path, release: str) -> list[Labeled]:
     return [Labeled(x.text, bitext_sentiment(x.text, x.intent, x.flags), f"bitext-{release}")
             for x in bitext.load_release(data_dir, release)]
@@ -149,6 +161,9 @@ DEFAULT_MIX: tuple[MixPart, ...] = (
     MixPart("sst5-train", POSITIVE, 1000),
     MixPart("customer_reviews", NEGATIVE, None),
     MixPart("customer_reviews", POSITIVE, 800),
+    MixPart("cs-written", NEGATIVE, None),
+    MixPart("cs-written", NEUTRAL, None),
+    MixPart("cs-written", POSITIVE, None),
 )
 
 #: source name -> (loader, file paths relative to the data dir) for training sources
@@ -158,6 +173,7 @@ TRAIN_SOURCES = {
                          ["goemotions/train.tsv", "goemotions/emotions.txt", "goemotions/sentiment_dict.json"]),
     "sst5-train": (lambda d: load_sst5(d, "train"), ["sst5/train.txt"]),
     "customer_reviews": (load_customer_reviews, ["customer_reviews/custrev.txt"]),
+    "cs-written": (load_written, ["written/customer_service_messages.csv"]),
 }
 
 #: validation sources, none of them trained on (name -> loader, files)
@@ -167,6 +183,7 @@ VALIDATION_SOURCES = {
     "bitext-4k5": (lambda d: load_bitext_sentiment(d, "4k5"), [bitext.BITEXT_4K5]),
     "goemotions-test": (lambda d: load_goemotions(d, "test"), ["goemotions/test.tsv"]),
     "probe": (load_probe, ["probe/customer_service_probe.csv"]),
+    "cs-holdout": (load_holdout, ["probe/customer_service_holdout.csv"]),
 }
 
 #: share of each (source, label) part of the mix held out to fit the temperature, never trained on
