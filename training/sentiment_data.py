@@ -128,8 +128,21 @@ def load_holdout(data_dir: Path) -> list[Labeled]:
     return [Labeled(r["text"], r["label"], "cs-holdout") for r in rows]
 
 
-def _plain(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
+def _fingerprint(text: str) -> tuple[str, frozenset[str], str]:
+    """(text without case or punctuation, its words, text without case) for :func:`near_duplicate`."""
+    plain = " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
+    return plain, frozenset(plain.split()), " ".join(text.lower().split())
+
+
+def _near(a: tuple[str, frozenset[str], str], b: tuple[str, frozenset[str], str]) -> bool:
+    (pa, wa, la), (pb, wb, lb) = a, b
+    if not wa or not wb:  # emoji or punctuation only: compare as written
+        return la == lb
+    shared = len(wa & wb)
+    if shared >= 0.7 * len(wa | wb) or (min(len(wa), len(wb)) >= 4 and shared >= 0.9 * min(len(wa), len(wb))):
+        return True
+    match = difflib.SequenceMatcher(None, pa, pb, autojunk=False)
+    return match.real_quick_ratio() >= 0.9 and match.quick_ratio() >= 0.9 and match.ratio() >= 0.9
 
 
 def near_duplicate(a: str, b: str) -> bool:
@@ -138,15 +151,13 @@ def near_duplicate(a: str, b: str) -> bool:
     Any of: 70% of the two messages' words shared (Jaccard); nine in ten of the shorter one's words (four or
     more) inside the longer; characters at least 90% alike (difflib ratio, case and punctuation ignored).
     """
-    pa, pb = _plain(a), _plain(b)
-    wa, wb = set(pa.split()), set(pb.split())
-    if not wa or not wb:  # emoji or punctuation only: compare as written
-        return " ".join(a.lower().split()) == " ".join(b.lower().split())
-    shared = len(wa & wb)
-    if shared >= 0.7 * len(wa | wb) or (min(len(wa), len(wb)) >= 4 and shared >= 0.9 * min(len(wa), len(wb))):
-        return True
-    match = difflib.SequenceMatcher(None, pa, pb, autojunk=False)
-    return match.real_quick_ratio() >= 0.9 and match.quick_ratio() >= 0.9 and match.ratio() >= 0.9
+    return _near(_fingerprint(a), _fingerprint(b))
+
+
+def near_duplicates(texts: Iterable[str], others: Iterable[str]) -> list[str]:
+    """The ``texts`` that are a :func:`near_duplicate` of any of ``others``."""
+    held = [_fingerprint(other) for other in others]
+    return [text for text in texts if any(_near(_fingerprint(text), other) for other in held)]
 
 
 def evaluation_messages(data_dir: Path) -> list[Labeled]:
@@ -160,10 +171,9 @@ def load_written(data_dir: Path) -> list[Labeled]:
     The 1,250 rows of the file less any near duplicate (:func:`near_duplicate`) of an evaluation message, so the
     holdout and the probe stay unseen: 1,218 rows with the vendored files.
     """
-    held = [r.text for r in evaluation_messages(data_dir)]
     rows = bitext.read_csv_rows(Path(data_dir) / "written" / "customer_service_messages.csv")
-    return [Labeled(r["text"], r["label"], "cs-written") for r in rows
-            if not any(near_duplicate(r["text"], other) for other in held)]
+    close = set(near_duplicates([r["text"] for r in rows], [e.text for e in evaluation_messages(data_dir)]))
+    return [Labeled(r["text"], r["label"], "cs-written") for r in rows if r["text"] not in close]
 
 
 def load_bitext_sentiment(data_dir: Path, release: str) -> list[Labeled]:
