@@ -116,16 +116,19 @@ def load_tweeteval(data_dir: Path, split: str) -> list[Labeled]:
     return [Labeled(t.strip(), names[int(y)], f"tweeteval-{split}") for t, y in zip(texts, labels, strict=True)]
 
 
+def _labeled_csv(path: Path, source: str) -> list[Labeled]:
+    """A ``text,label`` CSV written for this project."""
+    return [Labeled(r["text"], r["label"], source) for r in bitext.read_csv_rows(path)]
+
+
 def load_probe(data_dir: Path) -> list[Labeled]:
     """The hand-written customer-service probe (60 messages; a sanity check, not a benchmark)."""
-    rows = bitext.read_csv_rows(Path(data_dir) / "probe" / "customer_service_probe.csv")
-    return [Labeled(r["text"], r["label"], "probe") for r in rows]
+    return _labeled_csv(Path(data_dir) / "probe" / "customer_service_probe.csv", "probe")
 
 
 def load_holdout(data_dir: Path) -> list[Labeled]:
     """295 customer-service messages written apart from the training set (see data/probe/SOURCE.md); never trained on."""
-    rows = bitext.read_csv_rows(Path(data_dir) / "probe" / "customer_service_holdout.csv")
-    return [Labeled(r["text"], r["label"], "cs-holdout") for r in rows]
+    return _labeled_csv(Path(data_dir) / "probe" / "customer_service_holdout.csv", "cs-holdout")
 
 
 def _fingerprint(text: str) -> tuple[str, frozenset[str], str]:
@@ -157,7 +160,7 @@ def near_duplicate(a: str, b: str) -> bool:
 def near_duplicates(texts: Iterable[str], others: Iterable[str]) -> list[str]:
     """The ``texts`` that are a :func:`near_duplicate` of any of ``others``."""
     held = [_fingerprint(other) for other in others]
-    return [text for text in texts if any(_near(_fingerprint(text), other) for other in held)]
+    return [text for text, mark in ((t, _fingerprint(t)) for t in texts) if any(_near(mark, other) for other in held)]
 
 
 def evaluation_messages(data_dir: Path) -> list[Labeled]:
@@ -171,9 +174,9 @@ def load_written(data_dir: Path) -> list[Labeled]:
     The 1,250 rows of the file less any near duplicate (:func:`near_duplicate`) of an evaluation message, so the
     holdout and the probe stay unseen: 1,218 rows with the vendored files.
     """
-    rows = bitext.read_csv_rows(Path(data_dir) / "written" / "customer_service_messages.csv")
-    close = set(near_duplicates([r["text"] for r in rows], [e.text for e in evaluation_messages(data_dir)]))
-    return [Labeled(r["text"], r["label"], "cs-written") for r in rows if r["text"] not in close]
+    rows = _labeled_csv(Path(data_dir) / "written" / "customer_service_messages.csv", "cs-written")
+    close = set(near_duplicates([r.text for r in rows], [e.text for e in evaluation_messages(data_dir)]))
+    return [r for r in rows if r.text not in close]
 
 
 def load_bitext_sentiment(data_dir: Path, release: str) -> list[Labeled]:
