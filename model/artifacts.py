@@ -51,6 +51,13 @@ class OnnxExport(BaseModel):
     probe_texts: int = 0
     probe_agreement: float | None = None
     probe_max_abs_logit_diff: float | None = None
+    #: encoder layers (0 = first) whose feed-forward MatMuls stay float32, the rest int8: the export takes the
+    #: fewest that keep accuracy on the labelled check sets (see :func:`model.onnx.build_onnx`)
+    float_feed_forward_layers: tuple[int, ...] = ()
+    #: name -> n, the trained network's accuracy, the export's, and the change in points, measured at export
+    accuracy_checks: dict[str, dict[str, int | float]] = Field(default_factory=dict)
+    #: the faster variants tried first and why each was not kept
+    refused: tuple[str, ...] = ()
 
 
 class Manifest(BaseModel):

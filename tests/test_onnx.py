@@ -186,3 +186,73 @@ def test_export_onnx_command(tiny_model_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "model.int8.onnx" in out and "probe texts" in out
     assert read_manifest(tmp_path / "sentiment").onnx is not None
+
+
+def _gold_of_the_original(directory, texts):
+    return _fp32_logits(directory, texts).argmax(axis=1)
+
+
+def test_feed_forward_blocks_are_found_by_weight_shape(tiny_model_dir, tmp_path):
+    import onnx
+
+    from model.onnx import feed_forward_nodes
+
+    network = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir / "intent").eval()
+    example = {"input_ids": torch.ones((1, 4), dtype=torch.long), "attention_mask": torch.ones((1, 4), dtype=torch.long)}
+    path = tmp_path / "float.onnx"
+    with torch.no_grad():
+        torch.onnx.export(network, (), str(path), kwargs=example, input_names=list(example), output_names=["logits"],
+                          opset_version=17, dynamo=False)
+    pairs = feed_forward_nodes(onnx.load(str(path)))
+    assert len(pairs) == network.config.num_hidden_layers
+    assert [("intermediate" in up, "output" in down) for up, down in pairs] == [(True, True)] * len(pairs)
+
+
+def test_export_records_its_accuracy_on_labelled_checks(exported, tmp_path):
+    from model.onnx import AccuracyCheck, allowed_change
+
+    shutil.copytree(exported / "intent", tmp_path / "intent")
+    gold = _gold_of_the_original(tmp_path / "intent", TEXTS)  # the original scores 100% on its own answers
+    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold, 1.0)])
+    check = export.accuracy_checks["own-answers"]
+    assert check["n"] == len(TEXTS) and check["reference"] == 1.0
+    assert abs(check["change"]) <= allowed_change(len(TEXTS)) and check["int8"] == 1.0 + check["change"] / 100
+    assert read_manifest(tmp_path / "intent").onnx.accuracy_checks == export.accuracy_checks
+    assert allowed_change(60) == pytest.approx(100 / 60) and allowed_change(4000) == 0.4
+
+
+def test_export_keeps_feed_forward_layers_in_float_until_accuracy_holds(exported, tmp_path, monkeypatch):
+    import onnx
+
+    import model.onnx as onnx_module
+    from model.onnx import AccuracyCheck
+
+    shutil.copytree(exported / "intent", tmp_path / "intent")
+    real_check, calls = onnx_module._check, []
+
+    def first_recipe_moves(*args, **kwargs):  # the all-int8 network is reported 50 points off, later ones as measured
+        calls.append(1)
+        result = real_check(*args, **kwargs)
+        return result | {"change": 50.0} if len(calls) == 1 else result
+
+    monkeypatch.setattr(onnx_module, "_check", first_recipe_moves)
+    gold = _gold_of_the_original(tmp_path / "intent", TEXTS)
+    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold, 1.0)])
+    assert export.float_feed_forward_layers == (0,) and len(calls) == 2
+    assert len(export.refused) == 1 and "accuracy on own-answers moved by +50.00 points" in export.refused[0]
+    graph = onnx.load(str(tmp_path / "intent" / ONNX_FILE)).graph
+    float_matmuls = {node.name for node in graph.node if node.op_type == "MatMul"}
+    assert {"/bert/encoder/layer.0/intermediate/dense/MatMul", "/bert/encoder/layer.0/output/dense/MatMul"} <= float_matmuls
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)  # the rest is int8
+
+
+def test_export_that_moves_accuracy_with_every_recipe_is_refused(exported, tmp_path):
+    from model.onnx import AccuracyCheck
+
+    shutil.copytree(exported / "sentiment", tmp_path / "sentiment")
+    before = (tmp_path / "sentiment" / "manifest.json").read_bytes()
+    gold = _gold_of_the_original(tmp_path / "sentiment", TEXTS)
+    # a reference no network can match: every recipe moves by 50 points
+    with pytest.raises(ArtifactError, match="no int8 export kept: .*accuracy on impossible moved by"):
+        export_onnx(tmp_path / "sentiment", TEXTS, [AccuracyCheck("impossible", TEXTS, gold, 0.5)])
+    assert (tmp_path / "sentiment" / "manifest.json").read_bytes() == before

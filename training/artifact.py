@@ -27,11 +27,12 @@ def version_string(task: str, files: list[DataFile], hyperparameters: dict, now:
     return f"{task}-{now.strftime('%Y%m%dT%H%MZ')}-{digest}"
 
 
-def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, probe_texts=None) -> Manifest:
+def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, probe_texts=None, checks=()) -> Manifest:
     """Save weights (safetensors), tokenizer, the int8 ONNX export and, last, manifest.json into ``directory``.
 
     The export (what CPU inference runs, see :mod:`model.onnx`) is checked against the trained network on
-    ``probe_texts`` (held-out texts). If it cannot be made (onnx/onnxruntime missing, or it disagrees with the
+    ``probe_texts`` (held-out texts) and must keep the trained network's accuracy on ``checks`` (labelled
+    validation sets, :class:`model.onnx.AccuracyCheck`). If it cannot be made (onnx/onnxruntime missing, or it disagrees with the
     network) the artifact is saved without it and runs on torch. The manifest is written once, export
     included, so a service hot-reloading this directory loads the new version with its export.
     """
@@ -46,14 +47,21 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
     try:
         from model.onnx import PROBE_TEXTS, build_onnx
 
-        export = build_onnx(directory, manifest_fields.get("max_length", 128), list(probe_texts or ()) or PROBE_TEXTS)
+        export = build_onnx(directory, manifest_fields.get("max_length", 128), list(probe_texts or ()) or PROBE_TEXTS,
+                            checks)
     except ImportError as exc:
         print(f"{task}: no ONNX export ({exc.name or exc} not installed); the model runs on torch")
     except Exception as exc:  # the artifact is still good: it runs on torch
         print(f"{task}: no ONNX export ({type(exc).__name__}: {exc}); the model runs on torch")
     else:
         print(f"{task}: int8 ONNX export agrees with the trained network on {export.probe_agreement:.1%} of "
-              f"{export.probe_texts} held-out texts (max logit difference {export.probe_max_abs_logit_diff:.3f})")
+              f"{export.probe_texts} held-out texts (max logit difference {export.probe_max_abs_logit_diff:.3f}); "
+              f"{len(export.float_feed_forward_layers)} feed-forward layer(s) kept in float")
+        for refusal in export.refused:
+            print(f"{task}: not kept: {refusal}")
+        for name, check in export.accuracy_checks.items():
+            print(f"{task}: int8 accuracy on {name}: {check['int8']:.4f} (trained network {check['reference']:.4f}, "
+                  f"{check['change']:+.2f} points)")
     manifest = Manifest(version=version, created_at=now, onnx=export, **manifest_fields)
     write_manifest(directory, manifest)
     return manifest

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.onnx import AccuracyCheck
 from training import data as bitext
 from training.artifact import data_file, save_artifact
 from training.calibration import calibration_report, fit_temperature, softmax
@@ -129,7 +130,9 @@ def train_intent(
         "task": "intent", "base_model": base_model, "labels": labels, "categories": categories,
         "temperature": temperature, "max_length": config.max_length, "data": split.files + outlier_files,
         "hyperparameters": hparams, "metrics": metrics,
-    }, probe_texts=random.Random(config.seed).sample([x.text for x in split.held_out], min(1000, len(split.held_out))))
+    }, probe_texts=random.Random(config.seed).sample([x.text for x in split.held_out], min(1000, len(split.held_out))),
+       checks=[AccuracyCheck(split.held_out_role, [x.text for x in split.held_out], gold,
+                             float((logits.argmax(axis=1) == gold).mean()))])
     print(f"intent: {split.held_out_role} accuracy {held_metrics['accuracy']:.4f}, "
           f"T={temperature:.3f}, saved {output} ({manifest.version})")
     print(f"intent: confidence >= {ABSTAIN_THRESHOLD} on {metrics['out_of_scope']['confident_share']:.1%} of "

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from model.artifacts import SENTIMENT_LABELS
+from model.onnx import AccuracyCheck
 from training import sentiment_data as sd
 from training.artifact import data_file, save_artifact
 from training.calibration import calibration_report, fit_temperature, softmax
@@ -38,6 +39,13 @@ def _probe_texts(data_dir: Path, seed: int, count: int = 1000) -> list[str]:
     """What the int8 export is checked on: a seeded sample of TweetEval val (short, informal, all three classes)."""
     texts = [r.text for r in sd.load_tweeteval(data_dir, "val")]
     return random.Random(seed).sample(texts, min(count, len(texts)))
+
+
+def _checks(data_dir: Path, scored: dict, names) -> list:
+    """The validation sources as labelled checks for the int8 export, with the trained network's accuracy."""
+    return [AccuracyCheck(name, [r.text for r in sd.VALIDATION_SOURCES[name][0](data_dir)], gold,
+                          float((logits.argmax(axis=1) == gold).mean()))
+            for name in names for logits, gold in [scored[name]]]
 
 
 def score_sources(model, tokenizer, device, data_dir: Path, names, max_length: int) -> dict:
@@ -83,7 +91,7 @@ def train_sentiment(data_dir: Path, output: Path, base_model: str, config: Train
     manifest = save_artifact(output, model, tokenizer, {
         "task": "sentiment", "base_model": base_model, "labels": LABELS, "temperature": temperature,
         "max_length": config.max_length, "data": files, "hyperparameters": hparams, "metrics": metrics,
-    }, probe_texts=_probe_texts(data_dir, config.seed))
+    }, probe_texts=_probe_texts(data_dir, config.seed), checks=_checks(data_dir, scored, TRAIN_TIME_VALIDATION))
     for name in (sd.CALIBRATION_SET, *TRAIN_TIME_VALIDATION):
         m = metrics[name]
         print(f"sentiment: {name}: accuracy {m['accuracy']:.3f}, negative recall {m['negative_recall']:.3f}, "
