@@ -210,17 +210,22 @@ class TextClassifier:
     def logits_from_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
         """Logits of already tokenized texts (:meth:`encode`), in input order."""
         out = np.empty((len(ids), len(self.labels)), dtype=np.float32)
-        if not len(ids):
-            return out
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        # Sort by token count so each sub-batch pads to similar lengths; results go back in input order.
-        order = np.argsort(lengths, kind="stable")
-        with torch.inference_mode(), self._autocast():
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
-                inputs = self._pad([ids[i] for i in index], int(lengths[index].max()))
-                out[index] = self.network(**inputs).logits.float().cpu().numpy()
+        for index in self.passes(ids, batch_size):
+            self.run_pass(ids, index, out)
         return out
+
+    @staticmethod
+    def passes(ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+        """Positions of ``ids`` per forward pass: sorted by token count, so each pass pads to similar lengths."""
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(lengths, kind="stable")
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def run_pass(self, ids: Sequence[Sequence[int]], index: np.ndarray, out: np.ndarray) -> None:
+        """One forward pass over ``ids[index]``; the logits go to ``out[index]`` (input order is kept)."""
+        with torch.inference_mode(), self._autocast():
+            inputs = self._pad([ids[i] for i in index], max(len(ids[i]) for i in index))
+            out[index] = self.network(**inputs).logits.float().cpu().numpy()
 
     def _pad(self, ids: list[Sequence[int]], width: int) -> dict[str, torch.Tensor]:
         """The tensors ``tokenizer(..., padding=True, return_tensors="pt")`` would give for these ids."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,7 @@ class TriageModel:
         if intent.device.device.type == "cpu" and sentiment.device.device.type == "cpu":
             self.cpu = cpu_plan()
             if self.cpu.parallel_models:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-sentiment")
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-model")
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", top_k: int = 3, batch_size: int | None = None,
@@ -94,23 +96,29 @@ class TriageModel:
         return [self._prediction(i, s) for i, s in zip(intent_probs, sentiment_probs)]
 
     def _probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        ids = self.intent.encode(texts) if self.shared_tokenizer else None
-
-        def run(classifier: TextClassifier) -> np.ndarray:
-            if ids is None:
-                return classifier.predict_proba(texts, self.batch_size)
-            return classifier.proba_from_logits(classifier.logits_from_ids(ids, self.batch_size))
-
+        intent_ids = self.intent.encode(texts)
+        sentiment_ids = intent_ids if self.shared_tokenizer else self.sentiment.encode(texts)
+        intent_out = np.empty((len(texts), len(self.intent.labels)), dtype=np.float32)
+        sentiment_out = np.empty((len(texts), len(self.sentiment.labels)), dtype=np.float32)
+        intent_passes = [(self.intent, intent_ids, index, intent_out)
+                         for index in self.intent.passes(intent_ids, self.batch_size)]
+        sentiment_passes = [(self.sentiment, sentiment_ids, index, sentiment_out)
+                            for index in self.sentiment.passes(sentiment_ids, self.batch_size)]
+        # Longest passes first, the two models' passes alternating: whichever thread is free takes the next,
+        # so neither waits while the other model's passes remain (the two models need not cost the same).
+        tasks = deque(task for pair in zip_longest(reversed(intent_passes), reversed(sentiment_passes))
+                      for task in pair if task is not None)
         if self._pool is None:
-            return run(self.intent), run(self.sentiment)
-        # The two networks side by side, one per core group: no thread team spans both, which on a small
-        # CPU beats two threads synchronising on every operator of one network after the other.
-        sentiment = self._pool.submit(run, self.sentiment)
-        try:
-            intent_probs = run(self.intent)
-        finally:
-            sentiment_probs = sentiment.result()
-        return intent_probs, sentiment_probs
+            _drain(tasks)
+        else:
+            # Two threads, each running one pass at a time on its own cores: no thread team spans both, which
+            # on a small CPU beats two threads synchronising on every operator of one network.
+            helper = self._pool.submit(_drain, tasks)
+            try:
+                _drain(tasks)
+            finally:
+                helper.result()
+        return self.intent.proba_from_logits(intent_out), self.sentiment.proba_from_logits(sentiment_out)
 
     def _prediction(self, intent_row: np.ndarray, sentiment_row: np.ndarray) -> Prediction:
         labels = self.intent.labels
@@ -130,6 +138,20 @@ class TriageModel:
             scores={label: _prob(p) for label, p in zip(s_labels, sentiment_row)},
         )
         return Prediction(intent=intent, sentiment=sentiment)
+
+
+def _drain(tasks: deque) -> None:
+    """Run queued forward passes until none is left (shared by the threads; a failure empties the queue)."""
+    while True:
+        try:
+            classifier, ids, index, out = tasks.popleft()
+        except IndexError:
+            return
+        try:
+            classifier.run_pass(ids, index, out)
+        except BaseException:
+            tasks.clear()
+            raise
 
 
 def _prob(value: float) -> float:

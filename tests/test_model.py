@@ -38,6 +38,29 @@ def test_temperature_from_the_manifest_is_applied(tiny_model_dir, tmp_path):
     assert hot.predict_proba(text).max() < cool.predict_proba(text).max()
 
 
+def test_forward_passes_run_longest_first_alternating_models_with_the_same_answers(tiny_model_dir, monkeypatch):
+    texts = ["track my order", "i want a refund thanks", "ok", "my password is awful and i am locked out",
+             "talk to an agent please", "refund", "where is my money i have waited three weeks"] * 3
+    shared = TriageModel.load(tiny_model_dir, batch_size=4)  # 6 passes per model, two threads on 2+ cores
+    alone = TriageModel.load(tiny_model_dir, batch_size=4)
+    alone._pool = None  # one thread runs every pass
+    calls = []
+    for model in (alone.intent, alone.sentiment):
+        real = model.run_pass
+
+        def spy(ids, index, out, real=real, task=model.manifest.task):
+            calls.append((task, max(len(ids[i]) for i in index)))
+            return real(ids, index, out)
+
+        monkeypatch.setattr(model, "run_pass", spy)
+    expected = alone._probabilities(texts)
+    assert [task for task, _ in calls] == ["intent", "sentiment"] * 6
+    widths = [width for _, width in calls]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+    for got, want in zip(shared._probabilities(texts), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 class NanNetwork(torch.nn.Module):
     def forward(self, input_ids, **_kwargs):
         return SimpleNamespace(logits=torch.full((input_ids.shape[0], 3), float("nan")))
