@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "itself, and also checks the export's accuracy on its labelled "
                                         "validation sets, keeping the first encoder layers' feed-forward weights "
                                         "in float where int8 would move it by more than 0.4 points; here, "
-                                        "without labels, only the argmax agreement on probe texts is checked. "
+                                        "without labels, only the argmax agreement on probe texts is checked, and "
+                                        "at least as many layers stay in float as the current export has. "
                                         "Use this for artifacts trained elsewhere. Needs the `train` extra (onnx).")
     export.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                         help="artifact directories (artifacts/intent artifacts/sentiment)")

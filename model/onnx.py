@@ -135,7 +135,10 @@ def export_onnx(directory: str | Path, texts: Sequence[str] = PROBE_TEXTS,
     """Export ``DIR``'s network to int8 ONNX, check it, and record it in the manifest (see :func:`build_onnx`)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    export = build_onnx(directory, manifest.max_length, texts, checks)
+    # Without labelled checks nothing shows what int8 costs in accuracy: keep at least the float layers an
+    # export checked at training kept, rather than replace it with a faster one that was refused there.
+    keep = len(manifest.onnx.float_feed_forward_layers) if manifest.onnx is not None and not checks else 0
+    export = build_onnx(directory, manifest.max_length, texts, checks, min_float_layers=keep)
     if read_manifest(directory).version != manifest.version:
         raise ArtifactError(f"{directory} was replaced while it was being exported; export it again")
     write_manifest(directory, manifest.model_copy(update={"onnx": export}))
@@ -154,7 +157,7 @@ class AccuracyCheck:
 
 
 def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PROBE_TEXTS,
-               checks: Sequence[AccuracyCheck] = ()) -> OnnxExport:
+               checks: Sequence[AccuracyCheck] = (), min_float_layers: int = 0) -> OnnxExport:
     """Write ``DIR/model.int8.onnx`` from ``DIR``'s safetensors network and return its manifest entry.
 
     Dynamic int8 quantisation takes one activation scale per tensor and forward pass, which is coarse
@@ -167,7 +170,8 @@ def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PR
     - scores each of ``checks`` within :data:`MAX_ACCURACY_CHANGE` points of the trained network (one
       text, on sets too small for that), in the service's passes of 16 texts.
 
-    If none does, :class:`ArtifactError` and nothing is written. The manifest is left to the caller, so an
+    ``min_float_layers`` skips the faster variants (:func:`export_onnx` without checks keeps what the
+    artifact's export had). If none is kept, :class:`ArtifactError` and nothing is written. The manifest is left to the caller, so an
     artifact being written can get its manifest, export included, in one write.
     """
     import onnx
@@ -205,7 +209,8 @@ def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PR
                 dynamo=False,
             )
         layers = feed_forward_nodes(onnx.load(str(float_path)))
-        for float_layers in range(min(MAX_FLOAT_LAYERS, len(layers)) + 1):
+        most = min(MAX_FLOAT_LAYERS, len(layers))
+        for float_layers in range(min(min_float_layers, most), most + 1):
             partial = Path(tmp) / ONNX_FILE
             with _quiet():
                 # Per-channel weight scales: per-tensor ones moved cross-release intent accuracy by 0.6 points,
@@ -223,10 +228,13 @@ def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PR
             scored = {}
             # least accurate set first (most texts near a decision boundary), stopping at the first that moved
             for check in sorted(checks, key=lambda c: c.reference_accuracy):
-                scored[check.name] = result = _check(onnx_network, tokenizer, names, check, max_length)
+                accuracy = _check_accuracy(onnx_network, tokenizer, names, check, max_length)
+                change = 100 * (accuracy - check.reference_accuracy)  # compared unrounded: one text is exactly 100/n
+                scored[check.name] = {"n": len(check.texts), "reference": round(check.reference_accuracy, 6),
+                                      "int8": round(accuracy, 6), "change": round(change, 2)}
                 allowed = allowed_change(len(check.texts))
-                if abs(result["change"]) > allowed + 1e-9:
-                    refusals.append(f"{recipe}: accuracy on {check.name} moved by {result['change']:+.2f} points "
+                if abs(change) > allowed + 1e-6:
+                    refusals.append(f"{recipe}: accuracy on {check.name} moved by {change:+.2f} points "
                                     f"(at most {allowed:.2f} allowed)")
                     break
             else:
@@ -287,7 +295,7 @@ def feed_forward_nodes(graph_model) -> list[tuple[str, str]]:
 def _quiet():
     """The tracer's and the quantiser's advice is for model authors, not for someone exporting an artifact.
 
-    What it warns about (a shape or branch fixed at trace time) is what :func:`_compare` checks: other
+    What it warns about (a shape or branch fixed at trace time) is what :func:`_agreement` checks: other
     lengths, batches with padding and single texts must give the original network's answers.
     """
     previous = logging.root.manager.disable
@@ -319,8 +327,8 @@ def _agreement(expected: list[np.ndarray], onnx_network, tokenizer, names, group
     return round(agree / max(1, total), 6), round(worst, 6)
 
 
-def _check(onnx_network, tokenizer, names, check: AccuracyCheck, max_length: int) -> dict[str, float]:
-    """The export's accuracy on ``check`` as the service runs it: sorted by length, passes of 16."""
+def _check_accuracy(onnx_network, tokenizer, names, check: AccuracyCheck, max_length: int) -> float:
+    """The export's accuracy (0-1) on ``check`` as the service runs it: sorted by length, passes of 16."""
     from model.predictor import DEFAULT_CPU_PASS
 
     texts, gold = list(check.texts), np.asarray(check.gold)
@@ -330,6 +338,4 @@ def _check(onnx_network, tokenizer, names, check: AccuracyCheck, max_length: int
     for start in range(0, len(order), DEFAULT_CPU_PASS):
         index = order[start : start + DEFAULT_CPU_PASS]
         predicted[index] = _forward(onnx_network, tokenizer, names, [texts[i] for i in index], max_length).argmax(axis=1)
-    accuracy = float((predicted == gold).mean()) if len(texts) else 0.0
-    return {"n": len(texts), "reference": round(check.reference_accuracy, 6), "int8": round(accuracy, 6),
-            "change": round(100 * (accuracy - check.reference_accuracy), 2)}
+    return float((predicted == gold).mean()) if len(texts) else 0.0

@@ -43,6 +43,8 @@ def test_forward_passes_run_longest_first_alternating_models_with_the_same_answe
              "talk to an agent please", "refund", "where is my money i have waited three weeks"] * 3
     shared = TriageModel.load(tiny_model_dir, batch_size=4)  # 6 passes per model, two threads on 2+ cores
     alone = TriageModel.load(tiny_model_dir, batch_size=4)
+    if alone._pool is not None:
+        alone._pool.shutdown()
     alone._pool = None  # one thread runs every pass
     calls = []
     for model in (alone.intent, alone.sentiment):

@@ -228,22 +228,37 @@ def test_export_keeps_feed_forward_layers_in_float_until_accuracy_holds(exported
     from model.onnx import AccuracyCheck
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
-    real_check, calls = onnx_module._check, []
+    real_check, calls = onnx_module._check_accuracy, []
 
     def first_recipe_moves(*args, **kwargs):  # the all-int8 network is reported 50 points off, later ones as measured
         calls.append(1)
-        result = real_check(*args, **kwargs)
-        return result | {"change": 50.0} if len(calls) == 1 else result
+        accuracy = real_check(*args, **kwargs)
+        return accuracy - 0.5 if len(calls) == 1 else accuracy
 
-    monkeypatch.setattr(onnx_module, "_check", first_recipe_moves)
+    monkeypatch.setattr(onnx_module, "_check_accuracy", first_recipe_moves)
     gold = _gold_of_the_original(tmp_path / "intent", TEXTS)
     export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold, 1.0)])
     assert export.float_feed_forward_layers == (0,) and len(calls) == 2
-    assert len(export.refused) == 1 and "accuracy on own-answers moved by +50.00 points" in export.refused[0]
+    assert len(export.refused) == 1 and "accuracy on own-answers moved by -50.00 points" in export.refused[0]
     graph = onnx.load(str(tmp_path / "intent" / ONNX_FILE)).graph
     float_matmuls = {node.name for node in graph.node if node.op_type == "MatMul"}
     assert {"/bert/encoder/layer.0/intermediate/dense/MatMul", "/bert/encoder/layer.0/output/dense/MatMul"} <= float_matmuls
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)  # the rest is int8
+    # exported again without labels (`triage export-onnx`): the layer the checks kept in float stays in float
+    monkeypatch.setattr(onnx_module, "_check_accuracy", real_check)
+    assert export_onnx(tmp_path / "intent", TEXTS).float_feed_forward_layers == (0,)
+
+
+def test_a_small_check_set_may_move_by_one_text_and_no_more(exported, tmp_path):
+    from model.onnx import AccuracyCheck
+
+    shutil.copytree(exported / "intent", tmp_path / "intent")
+    texts = (TEXTS * 8)[:60]
+    gold = _gold_of_the_original(tmp_path / "intent", texts)  # the export scores 60 of 60 on these (agreement 1.0)
+    one = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("sixty", texts, gold, 59 / 60)])
+    assert one.float_feed_forward_layers == () and one.accuracy_checks["sixty"]["change"] == 1.67
+    with pytest.raises(ArtifactError, match="accuracy on sixty moved by \\+3.33 points"):
+        export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("sixty", texts, gold, 58 / 60)])
 
 
 def test_export_that_moves_accuracy_with_every_recipe_is_refused(exported, tmp_path):
