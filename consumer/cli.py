@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "probe texts and record it in manifest.json. `triage train` does this "
                                         "itself, and also checks the export's accuracy on its labelled "
                                         "validation sets, keeping the first encoder layers' feed-forward weights "
-                                        "in float where int8 would move it by more than 0.4 points; here, "
+                                        "in float where int8 would move accuracy or macro-F1 by more than 0.4 points; here, "
                                         "without labels, only the argmax agreement on probe texts is checked, and "
                                         "at least as many layers stay in float as the current export has. "
                                         "Use this for artifacts trained elsewhere. Needs the `train` extra (onnx).")

@@ -54,7 +54,7 @@ class OnnxExport(BaseModel):
     #: encoder layers (0 = first) whose feed-forward MatMuls stay float32, the rest int8: the export takes the
     #: fewest that keep accuracy on the labelled check sets (see :func:`model.onnx.build_onnx`)
     float_feed_forward_layers: tuple[int, ...] = ()
-    #: name -> n, the trained network's accuracy, the export's, and the change in points, measured at export
+    #: name -> n, the float32 network's accuracy, the export's, the change and the macro-F1 change in points
     accuracy_checks: dict[str, dict[str, int | float]] = Field(default_factory=dict)
     #: the faster variants tried first and why each was not kept
     refused: tuple[str, ...] = ()

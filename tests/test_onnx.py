@@ -208,12 +208,33 @@ def test_feed_forward_blocks_are_found_by_weight_shape(tiny_model_dir, tmp_path)
     assert [("intermediate" in up, "output" in down) for up, down in pairs] == [(True, True)] * len(pairs)
 
 
+def _int8_accuracy_moved_by(monkeypatch, points: float, times: int | None = None, f1_points: float = 0.0):
+    """Make the export's own accuracy (not the float32 network's) ``points`` lower, the first ``times`` times.
+
+    Its macro-F1 moves by ``f1_points``.
+    """
+    import model.onnx as onnx_module
+
+    real, calls = onnx_module._check_scores, []
+
+    def moved(network, *args, **kwargs):
+        accuracy, macro_f1 = real(network, *args, **kwargs)
+        if isinstance(network, onnx_module.OnnxNetwork):
+            calls.append(1)
+            if times is None or len(calls) <= times:
+                return accuracy - points / 100, macro_f1 - f1_points / 100
+        return accuracy, macro_f1
+
+    monkeypatch.setattr(onnx_module, "_check_scores", moved)
+    return calls
+
+
 def test_export_records_its_accuracy_on_labelled_checks(exported, tmp_path):
     from model.onnx import AccuracyCheck, allowed_change
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
     gold = _gold_of_the_original(tmp_path / "intent", TEXTS)  # the original scores 100% on its own answers
-    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold, 1.0)])
+    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold)])
     check = export.accuracy_checks["own-answers"]
     assert check["n"] == len(TEXTS) and check["reference"] == 1.0
     assert abs(check["change"]) <= allowed_change(len(TEXTS)) and check["int8"] == 1.0 + check["change"] / 100
@@ -224,20 +245,12 @@ def test_export_records_its_accuracy_on_labelled_checks(exported, tmp_path):
 def test_export_keeps_feed_forward_layers_in_float_until_accuracy_holds(exported, tmp_path, monkeypatch):
     import onnx
 
-    import model.onnx as onnx_module
     from model.onnx import AccuracyCheck
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
-    real_check, calls = onnx_module._check_accuracy, []
-
-    def first_recipe_moves(*args, **kwargs):  # the all-int8 network is reported 50 points off, later ones as measured
-        calls.append(1)
-        accuracy = real_check(*args, **kwargs)
-        return accuracy - 0.5 if len(calls) == 1 else accuracy
-
-    monkeypatch.setattr(onnx_module, "_check_accuracy", first_recipe_moves)
+    calls = _int8_accuracy_moved_by(monkeypatch, 50.0, times=1)  # the all-int8 variant only
     gold = _gold_of_the_original(tmp_path / "intent", TEXTS)
-    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold, 1.0)])
+    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold)])
     assert export.float_feed_forward_layers == (0,) and len(calls) == 2
     assert len(export.refused) == 1 and "accuracy on own-answers moved by -50.00 points" in export.refused[0]
     graph = onnx.load(str(tmp_path / "intent" / ONNX_FILE)).graph
@@ -245,29 +258,54 @@ def test_export_keeps_feed_forward_layers_in_float_until_accuracy_holds(exported
     assert {"/bert/encoder/layer.0/intermediate/dense/MatMul", "/bert/encoder/layer.0/output/dense/MatMul"} <= float_matmuls
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)  # the rest is int8
     # exported again without labels (`triage export-onnx`): the layer the checks kept in float stays in float
-    monkeypatch.setattr(onnx_module, "_check_accuracy", real_check)
     assert export_onnx(tmp_path / "intent", TEXTS).float_feed_forward_layers == (0,)
 
 
-def test_a_small_check_set_may_move_by_one_text_and_no_more(exported, tmp_path):
+def test_a_small_check_set_may_move_by_one_text_and_no_more(exported, tmp_path, monkeypatch):
     from model.onnx import AccuracyCheck
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
     texts = (TEXTS * 8)[:60]
-    gold = _gold_of_the_original(tmp_path / "intent", texts)  # the export scores 60 of 60 on these (agreement 1.0)
-    one = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("sixty", texts, gold, 59 / 60)])
-    assert one.float_feed_forward_layers == () and one.accuracy_checks["sixty"]["change"] == 1.67
-    with pytest.raises(ArtifactError, match="accuracy on sixty moved by \\+3.33 points"):
-        export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("sixty", texts, gold, 58 / 60)])
+    gold = _gold_of_the_original(tmp_path / "intent", texts)
+    _int8_accuracy_moved_by(monkeypatch, 100 / 60)  # one text of 60
+    one = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("sixty", texts, gold)])
+    assert one.float_feed_forward_layers == () and one.accuracy_checks["sixty"]["change"] == -1.67
+    monkeypatch.undo()
+    _int8_accuracy_moved_by(monkeypatch, 200 / 60)  # two texts
+    with pytest.raises(ArtifactError, match="accuracy on sixty moved by -3.33 points"):
+        export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("sixty", texts, gold)])
 
 
-def test_export_that_moves_accuracy_with_every_recipe_is_refused(exported, tmp_path):
+def test_export_that_moves_accuracy_with_every_recipe_is_refused(exported, tmp_path, monkeypatch):
     from model.onnx import AccuracyCheck
 
     shutil.copytree(exported / "sentiment", tmp_path / "sentiment")
     before = (tmp_path / "sentiment" / "manifest.json").read_bytes()
     gold = _gold_of_the_original(tmp_path / "sentiment", TEXTS)
-    # a reference no network can match: every recipe moves by 50 points
-    with pytest.raises(ArtifactError, match="no int8 export kept: .*accuracy on impossible moved by"):
-        export_onnx(tmp_path / "sentiment", TEXTS, [AccuracyCheck("impossible", TEXTS, gold, 0.5)])
+    _int8_accuracy_moved_by(monkeypatch, 50.0)  # every variant
+    with pytest.raises(ArtifactError, match="no int8 export kept: .*accuracy on impossible moved by -50.00"):
+        export_onnx(tmp_path / "sentiment", TEXTS, [AccuracyCheck("impossible", TEXTS, gold)])
     assert (tmp_path / "sentiment" / "manifest.json").read_bytes() == before
+
+
+def test_export_that_holds_accuracy_but_moves_macro_f1_is_not_kept(exported, tmp_path, monkeypatch):
+    from model.onnx import AccuracyCheck
+
+    shutil.copytree(exported / "intent", tmp_path / "intent")
+    texts = (TEXTS * 32)[:256]  # large enough for the 0.4-point rule
+    gold = _gold_of_the_original(tmp_path / "intent", texts)
+    _int8_accuracy_moved_by(monkeypatch, 0.0, times=1, f1_points=1.0)
+    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("many", texts, gold)])
+    assert export.float_feed_forward_layers == (0,)
+    assert "macro-F1 on many moved by -1.00 points" in export.refused[0]
+
+
+def test_macro_f1_is_the_one_triage_evaluate_reports():
+    from model.onnx import macro_f1
+    from training.metrics import classification_metrics
+
+    rng = np.random.default_rng(3)
+    gold, predicted = rng.integers(0, 5, 300), rng.integers(0, 6, 300)  # class 5 is predicted, never gold
+    probs = np.eye(6)[predicted]
+    expected = classification_metrics(probs, gold, [str(i) for i in range(6)])["macro_f1"]
+    assert macro_f1(predicted, gold) == pytest.approx(expected, abs=1e-4)

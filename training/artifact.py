@@ -31,9 +31,9 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
     """Save weights (safetensors), tokenizer, the int8 ONNX export and, last, manifest.json into ``directory``.
 
     The export (what CPU inference runs, see :mod:`model.onnx`) is checked against the trained network on
-    ``probe_texts`` (held-out texts) and must keep the trained network's accuracy on ``checks`` (labelled
-    validation sets, :class:`model.onnx.AccuracyCheck`). If it cannot be made (onnx/onnxruntime missing, or it disagrees with the
-    network) the artifact is saved without it and runs on torch. The manifest is written once, export
+    ``probe_texts`` (held-out texts) and must keep the float32 network's accuracy on ``checks`` (labelled
+    validation sets, :class:`model.onnx.AccuracyCheck`). If it cannot be made (onnx/onnxruntime missing, or
+    it disagrees with the network) the artifact is saved without it and runs on torch. The manifest is written once, export
     included, so a service hot-reloading this directory loads the new version with its export.
     """
     directory = Path(directory)
@@ -60,8 +60,8 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
         for refusal in export.refused:
             print(f"{task}: not kept: {refusal}")
         for name, check in export.accuracy_checks.items():
-            print(f"{task}: int8 accuracy on {name}: {check['int8']:.4f} (trained network {check['reference']:.4f}, "
-                  f"{check['change']:+.2f} points)")
+            print(f"{task}: int8 accuracy on {name}: {check['int8']:.4f} (float32 {check['reference']:.4f}, "
+                  f"{check['change']:+.2f} points; macro-F1 {check['macro_f1_change']:+.2f})")
     manifest = Manifest(version=version, created_at=now, onnx=export, **manifest_fields)
     write_manifest(directory, manifest)
     return manifest

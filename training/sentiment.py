@@ -42,10 +42,9 @@ def _probe_texts(data_dir: Path, seed: int, count: int = 1000) -> list[str]:
 
 
 def _checks(data_dir: Path, scored: dict, names) -> list:
-    """The validation sources as labelled checks for the int8 export, with the trained network's accuracy."""
-    return [AccuracyCheck(name, [r.text for r in sd.VALIDATION_SOURCES[name][0](data_dir)], gold,
-                          float((logits.argmax(axis=1) == gold).mean()))
-            for name in names for logits, gold in [scored[name]]]
+    """The validation sources as labelled checks for the int8 export."""
+    return [AccuracyCheck(name, [r.text for r in sd.VALIDATION_SOURCES[name][0](data_dir)], scored[name][1])
+            for name in names]
 
 
 def score_sources(model, tokenizer, device, data_dir: Path, names, max_length: int) -> dict:
