@@ -342,17 +342,16 @@ def _check_scores(network, tokenizer, names, check: AccuracyCheck, max_length: i
 
     Macro-F1 as ``triage evaluate`` reports it: the mean F1 of the classes present in the gold labels.
     """
+    from model.classifier import TextClassifier
     from model.predictor import DEFAULT_CPU_PASS
 
     texts, gold = list(check.texts), np.asarray(check.gold)
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    predicted = np.empty(len(texts), dtype=np.int64)
-    for start in range(0, len(order), DEFAULT_CPU_PASS):
-        index = order[start : start + DEFAULT_CPU_PASS]
-        predicted[index] = _forward(network, tokenizer, names, [texts[i] for i in index], max_length).argmax(axis=1)
-    if not len(texts):
+    if not texts:
         return 0.0, 0.0
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    predicted = np.empty(len(texts), dtype=np.int64)
+    for index in TextClassifier.passes(ids, DEFAULT_CPU_PASS):
+        predicted[index] = _forward(network, tokenizer, names, [texts[i] for i in index], max_length).argmax(axis=1)
     return float((predicted == gold).mean()), macro_f1(predicted, gold)
 
 
