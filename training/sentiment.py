@@ -41,17 +41,10 @@ def _probe_texts(data_dir: Path, seed: int, count: int = 1000) -> list[str]:
     return random.Random(seed).sample(texts, min(count, len(texts)))
 
 
-def _checks(data_dir: Path, scored: dict, names) -> list:
-    """The validation sources as labelled checks for the int8 export."""
-    return [AccuracyCheck(name, [r.text for r in sd.VALIDATION_SOURCES[name][0](data_dir)], scored[name][1])
-            for name in names]
-
-
-def score_sources(model, tokenizer, device, data_dir: Path, names, max_length: int) -> dict:
-    """name -> (logits, gold ids) for each validation source."""
+def score_sources(model, tokenizer, device, sources: dict, max_length: int) -> dict:
+    """name -> (logits, gold ids) for each validation source (name -> its rows)."""
     out = {}
-    for name in names:
-        rows = sd.VALIDATION_SOURCES[name][0](data_dir)
+    for name, rows in sources.items():
         gold = np.array([LABELS.index(r.label) for r in rows])
         out[name] = (predict_logits(model, tokenizer, [r.text for r in rows], device, max_length), gold)
     return out
@@ -75,7 +68,8 @@ def train_sentiment(data_dir: Path, output: Path, base_model: str, config: Train
                   class_weights=list(class_weights), desc="sentiment")
     scored = {sd.CALIBRATION_SET: (predict_logits(model, tokenizer, [r.text for r in held], device, config.max_length),
                                    np.array([LABELS.index(r.label) for r in held]))}
-    scored |= score_sources(model, tokenizer, device, data_dir, TRAIN_TIME_VALIDATION, config.max_length)
+    sources = {name: sd.VALIDATION_SOURCES[name][0](data_dir) for name in TRAIN_TIME_VALIDATION}
+    scored |= score_sources(model, tokenizer, device, sources, config.max_length)
     temperature = fit_temperature(*scored[sd.CALIBRATION_SET])
     metrics = {name: summary(classification_metrics(softmax(lg, temperature), y, LABELS), LABELS)
                for name, (lg, y) in scored.items()}
@@ -90,7 +84,8 @@ def train_sentiment(data_dir: Path, output: Path, base_model: str, config: Train
     manifest = save_artifact(output, model, tokenizer, {
         "task": "sentiment", "base_model": base_model, "labels": LABELS, "temperature": temperature,
         "max_length": config.max_length, "data": files, "hyperparameters": hparams, "metrics": metrics,
-    }, probe_texts=_probe_texts(data_dir, config.seed), checks=_checks(data_dir, scored, TRAIN_TIME_VALIDATION))
+    }, probe_texts=_probe_texts(data_dir, config.seed),
+       checks=[AccuracyCheck(name, [r.text for r in labeled], scored[name][1]) for name, labeled in sources.items()])
     for name in (sd.CALIBRATION_SET, *TRAIN_TIME_VALIDATION):
         m = metrics[name]
         print(f"sentiment: {name}: accuracy {m['accuracy']:.3f}, negative recall {m['negative_recall']:.3f}, "
