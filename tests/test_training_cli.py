@@ -20,6 +20,6 @@ def test_train_defaults_match_recipes():
     for task, recipe in (("intent", INTENT_DEFAULTS), ("sentiment", SENTIMENT_DEFAULTS)):
         args = build_parser().parse_args(["train", task])
         parsed = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                             max_length=args.max_length, seed=args.seed)
+                             max_length=args.max_length, seed=args.seed, freeze_layers=args.freeze_layers)
         assert parsed == recipe
         assert args.output.name == task and args.data_dir.name == "data"

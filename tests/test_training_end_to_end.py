@@ -52,7 +52,8 @@ def trained(tiny_base, sentiment_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("artifact") / "intent"
     argv = ["train", "intent", "--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--output", str(out),
             "--epochs", "2", "--batch-size", "16", "--max-length", "32", "--train-on", "8k", "--seed", "1",
-            "--outlier-exposure"]
+            "--outlier-exposure", "--lr", "3e-3",  # a random base: a step large enough to learn in 16 steps,
+            "--freeze-layers", "-1"]  # and nothing pretrained to keep
     assert main(argv) == 0
     return out
 
@@ -192,3 +193,13 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
     for source, check in manifest.onnx.accuracy_checks.items():
         assert check["n"] == manifest.metrics[source]["n"]
     assert set(manifest.onnx.accuracy_checks) == {"cs-holdout", "tweeteval-val", "bitext-4k5", "goemotions-test", "probe"}
+
+
+def test_freezing_every_layer_is_a_usage_error(tiny_base, sentiment_data, tmp_path, capsys):
+    out = tmp_path / "intent"
+    argv = ["train", "intent", "--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--output", str(out),
+            "--epochs", "1", "--train-on", "8k", "--freeze-layers", "1"]  # the tiny base has one layer
+    assert main(argv) == 2
+    assert "would freeze all 1 encoder layers" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["train", "intent", "--freeze-layers", "-2", "--output", str(out)]) == 2

@@ -12,8 +12,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_USAGE = 2
 
 _TRAIN_DEFAULTS = {  # mirrors INTENT_DEFAULTS / SENTIMENT_DEFAULTS, kept here so --help needs no torch
-    "intent": {"epochs": 3.0, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13},
-    "sentiment": {"epochs": 2.0, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13},
+    "intent": {"epochs": 3.0, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13, "freeze_layers": 2},
+    "sentiment": {"epochs": 2.0, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13, "freeze_layers": -1},
 }
 
 
@@ -34,6 +34,8 @@ def _add_train_parser(sub) -> None:
         p.add_argument("--batch-size", type=int, default=d["batch_size"], help="texts per step")
         p.add_argument("--max-length", type=int, default=d["max_length"], help="tokens per text (truncation)")
         p.add_argument("--seed", type=int, default=d["seed"], help="seed for sampling, shuffling and init")
+        p.add_argument("--freeze-layers", type=int, default=d["freeze_layers"], metavar="N",
+                       help="keep the embeddings and the lowest N encoder layers as pretrained (-1: fine-tune all)")
         p.add_argument("--output", type=Path, default=PROJECT_ROOT / "artifacts" / task,
                        help="artifact directory to write")
         p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data", help="the vendored data sets")
@@ -94,19 +96,28 @@ def run_train(args) -> int:
     from training.engine import TrainConfig
     from training.paths import default_base_model
 
+    from training.modeling import FreezeError
+
+    if args.freeze_layers < -1:
+        print("triage train: error: --freeze-layers takes -1 (fine-tune everything) or N >= 0", file=sys.stderr)
+        return EXIT_USAGE
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         max_length=args.max_length, seed=args.seed)
+                         max_length=args.max_length, seed=args.seed, freeze_layers=args.freeze_layers)
     base = args.base_model or default_base_model()
-    if args.task == "intent":
-        from training.intent import train_intent
+    try:
+        if args.task == "intent":
+            from training.intent import train_intent
 
-        train_intent(args.data_dir, args.output, base, config, args.train_on, args.slot_augment,
-                     args.outlier_exposure)
-    else:
-        from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
+            train_intent(args.data_dir, args.output, base, config, args.train_on, args.slot_augment,
+                         args.outlier_exposure)
+        else:
+            from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
 
-        weights = parse_weights(args.class_weights) if args.class_weights else SENTIMENT_CLASS_WEIGHTS
-        train_sentiment(args.data_dir, args.output, base, config, class_weights=weights)
+            weights = parse_weights(args.class_weights) if args.class_weights else SENTIMENT_CLASS_WEIGHTS
+            train_sentiment(args.data_dir, args.output, base, config, class_weights=weights)
+    except FreezeError as exc:
+        print(f"triage train: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from training.modeling import freeze_lower_layers
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -25,6 +27,8 @@ class TrainConfig:
     seed: int = 13
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
+    # -1: fine-tune every weight; N >= 0: keep the embeddings and the lowest N encoder layers as pretrained
+    freeze_layers: int = -1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,7 +83,8 @@ def make_optimizer(model, config: TrainConfig, total_steps: int):
     """AdamW (no decay on biases/LayerNorm) with linear warmup then linear decay."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 else decay).append(param)
+        if param.requires_grad:  # frozen weights (TrainConfig.freeze_layers) are neither updated nor decayed
+            (no_decay if param.ndim < 2 else decay).append(param)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
@@ -113,6 +118,7 @@ def train(
     any class gets a low confidence instead of a confident wrong label.
     """
     seed_everything(config.seed)
+    freeze_lower_layers(model, config.freeze_layers)
     rng = np.random.default_rng(config.seed)
     ids = encode(tokenizer, texts, config.max_length)
     exposure = _Outliers(tokenizer, outliers, outlier or OutlierExposure(), config) if outliers else None

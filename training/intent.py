@@ -16,7 +16,8 @@ from training.engine import OutlierExposure, TrainConfig, predict_logits, seed_e
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
 
-INTENT_DEFAULTS = TrainConfig(epochs=3.0, lr=1e-4, batch_size=32, max_length=64, seed=13)
+# the embeddings and the two lowest of MiniLM's six layers stay as pretrained (training/README.md, "Freezing")
+INTENT_DEFAULTS = TrainConfig(epochs=3.0, lr=1e-4, batch_size=32, max_length=64, seed=13, freeze_layers=2)
 
 #: text that is not a customer-service inquiry, for outlier exposure: Reddit comments and movie-review sentences
 OUTLIER_ROWS = 6000

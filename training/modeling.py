@@ -20,6 +20,43 @@ def load_base(base_model: str, labels: Sequence[str]):
     return model, tokenizer
 
 
+class FreezeError(ValueError):
+    """``freeze_layers`` does not fit the base model."""
+
+
+def encoder_layers(model) -> list:
+    """The stacked transformer blocks of a BERT-like or DistilBERT model, lowest first."""
+    base = model.base_model
+    for path in (("encoder", "layer"), ("transformer", "layer")):
+        blocks = base
+        for name in path:
+            blocks = getattr(blocks, name, None)
+        if blocks is not None:
+            return list(blocks)
+    raise FreezeError(f"cannot find the encoder layers of {type(base).__name__} to freeze: use --freeze-layers -1")
+
+
+def freeze_lower_layers(model, layers: int) -> int:
+    """Keep the embeddings and the lowest ``layers`` encoder layers at their pretrained weights (-1: none).
+
+    Measured training on one Bitext release and scoring the other (training/README.md): the lower layers
+    already place synonyms near each other ("refund", "reimbursement", "rebate"); fine-tuning them on one
+    release's wording teaches the model to rely on that wording. Returns how many parameters were frozen.
+    """
+    if layers < 0:
+        return 0
+    blocks = encoder_layers(model)
+    if layers >= len(blocks):
+        raise FreezeError(f"--freeze-layers {layers} would freeze all {len(blocks)} encoder layers of the base "
+                          f"model: at most {len(blocks) - 1}, or -1 to fine-tune everything")
+    frozen = [*model.base_model.embeddings.parameters()]
+    for block in blocks[:layers]:
+        frozen += block.parameters()
+    for param in frozen:
+        param.requires_grad_(False)
+    return sum(p.numel() for p in frozen)
+
+
 def pick_device():
     """CUDA if present, else CPU with bf16 autocast where AVX-512/AMX allow (the runtime's own rule)."""
     from model.classifier import choose_device
