@@ -54,6 +54,8 @@ def test_freezing_counts_and_limits():
     assert all(p.requires_grad for p in model.bert.encoder.parameters())
     with pytest.raises(FreezeError, match="all 3 encoder layers"):
         freeze_lower_layers(_bert(layers=3), 3)
+    with pytest.raises(FreezeError, match="not -2"):
+        freeze_lower_layers(_bert(layers=3), -2)
 
 
 def test_distilbert_layers_are_found():
@@ -61,6 +63,7 @@ def test_distilbert_layers_are_found():
                               max_position_embeddings=64, num_labels=2)
     model = DistilBertForSequenceClassification(config)
     freeze_lower_layers(model, 1)
+    assert not any(p.requires_grad for p in model.distilbert.embeddings.parameters())
     assert not any(p.requires_grad for p in model.distilbert.transformer.layer[0].parameters())
     assert all(p.requires_grad for p in model.distilbert.transformer.layer[1].parameters())
 

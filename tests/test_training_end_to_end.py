@@ -70,6 +70,7 @@ def test_artifact_loads_with_pipeline(trained):
     assert manifest["temperature"] > 0
     assert {"ece_before", "ece_after"} <= set(manifest["metrics"]["calibration"])
     assert {d["role"] for d in manifest["data"]} == {"train", "validation", "outliers"}  # trained with --outlier-exposure
+    assert manifest["hyperparameters"]["freeze_layers"] == -1  # as given on the command line
 
 
 def test_training_writes_the_int8_export_into_the_one_manifest(trained):

@@ -43,13 +43,19 @@ def freeze_lower_layers(model, layers: int) -> int:
     already place synonyms near each other ("refund", "reimbursement", "rebate"); fine-tuning them on one
     release's wording teaches the model to rely on that wording. Returns how many parameters were frozen.
     """
-    if layers < 0:
+    if layers < -1:
+        raise FreezeError(f"freeze_layers is -1 (fine-tune everything) or N >= 0, not {layers}")
+    if layers == -1:
         return 0
+    embeddings = getattr(model.base_model, "embeddings", None)
+    if embeddings is None:
+        raise FreezeError(f"cannot find the embeddings of {type(model.base_model).__name__} to freeze: "
+                          "use --freeze-layers -1")
     blocks = encoder_layers(model)
     if layers >= len(blocks):
         raise FreezeError(f"--freeze-layers {layers} would freeze all {len(blocks)} encoder layers of the base "
                           f"model: at most {len(blocks) - 1}, or -1 to fine-tune everything")
-    frozen = [*model.base_model.embeddings.parameters()]
+    frozen = [*embeddings.parameters()]
     for block in blocks[:layers]:
         frozen += block.parameters()
     for param in frozen:
