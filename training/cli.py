@@ -94,9 +94,8 @@ def parse_weights(text: str) -> tuple[float, float, float]:
 def run_train(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from training.engine import TrainConfig
-    from training.paths import default_base_model
-
     from training.modeling import FreezeError
+    from training.paths import default_base_model
 
     if args.freeze_layers < -1:
         print("triage train: error: --freeze-layers takes -1 (fine-tune everything) or N >= 0", file=sys.stderr)
