@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # auto: the artifacts' int8 ONNX export through ONNX Runtime on CPU when present, else torch
     backend: Literal["auto", "torch", "onnx"] = "auto"
     top_k: int = Field(default=3, ge=3)
-    # texts per forward pass; unset: 16 on CPU (less padding), 256 on a GPU
+    # the most texts per forward pass; unset: 16 on CPU (less padding), 256 on a GPU
     inference_batch_size: int | None = Field(default=None, ge=1)
 
     # Micro-batching: a batch takes what is queued (up to batch_size) and, once it has a first message,

@@ -167,7 +167,7 @@ def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PR
     - agrees with the fp32 network's argmax on at least :data:`MIN_AGREEMENT` of ``texts``, and
     - scores each of ``checks`` within :data:`MAX_ACCURACY_CHANGE` points of the float32 network in
       accuracy and macro-F1 (on sets too small for that, within one text in accuracy), both in the
-      service's passes of 16 texts.
+      service's passes of at most 16 texts.
 
     ``min_float_layers`` skips the faster variants (:func:`export_onnx` without checks keeps what the
     artifact's export had). If none is kept, :class:`ArtifactError` and nothing is written. The manifest is
@@ -338,11 +338,12 @@ def _agreement(expected: list[np.ndarray], onnx_network, tokenizer, names, group
 
 
 def _check_scores(network, tokenizer, names, check: AccuracyCheck, max_length: int) -> tuple[float, float]:
-    """A network's accuracy and macro-F1 (0-1) on ``check`` as the service runs it: sorted by length, passes of 16.
+    """A network's accuracy and macro-F1 (0-1) on ``check`` as the service runs it on CPU: sorted by length, in
+    passes of at most 16 cut where padding would cost more than a pass (:func:`model.classifier.plan_passes`).
 
     Macro-F1 as ``triage evaluate`` reports it: the mean F1 of the classes present in the gold labels.
     """
-    from model.classifier import TextClassifier
+    from model.classifier import CPU_PASS_COST_TOKENS, plan_passes
     from model.predictor import DEFAULT_CPU_PASS
 
     texts, gold = list(check.texts), np.asarray(check.gold)
@@ -350,7 +351,7 @@ def _check_scores(network, tokenizer, names, check: AccuracyCheck, max_length: i
         return 0.0, 0.0
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     predicted = np.empty(len(texts), dtype=np.int64)
-    for index in TextClassifier.passes(ids, DEFAULT_CPU_PASS):
+    for index in plan_passes([len(x) for x in ids], DEFAULT_CPU_PASS, CPU_PASS_COST_TOKENS):
         predicted[index] = _forward(network, tokenizer, names, [texts[i] for i in index], max_length).argmax(axis=1)
     return float((predicted == gold).mean()), macro_f1(predicted, gold)
 

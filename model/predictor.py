@@ -27,7 +27,7 @@ DEFAULT_GPU_PASS = 256
 
 
 def default_pass_size(classifier: TextClassifier) -> int:
-    """Texts per forward pass where none is configured: the service's default, also used by evaluation."""
+    """The most texts per forward pass where none is configured: the service's default, also used by evaluation."""
     return DEFAULT_GPU_PASS if classifier.device.device.type == "cuda" else DEFAULT_CPU_PASS
 
 
@@ -41,9 +41,10 @@ class TriageModel:
         self.intent = intent
         self.sentiment = sentiment
         self.top_k = max(1, min(top_k, len(intent.labels)))
-        # Texts per forward pass (a batch is sorted by length and cut into these). On CPU small passes win:
-        # less padding, and the cost per pass is small (`triage bench`: batches of 64 in passes of 16 ran
-        # 1.2-1.4x faster than in one pass of 64); a GPU wants the whole batch at once.
+        # The most texts in a forward pass (a batch is sorted by length and cut into passes). On CPU small
+        # passes win: less padding, and the cost per pass is small (`triage bench`: batches of 64 in passes of
+        # 16 ran 1.2-1.4x faster than in one pass of 64), and the cut falls where padding would cost more
+        # than a pass (TextClassifier.passes); a GPU wants the whole batch at once.
         self.batch_size = batch_size or default_pass_size(intent)
         self.versions = ModelVersions(intent=intent.version, sentiment=sentiment.version)
         # Both models are usually fine-tuned from the same base: then one tokenization serves both.

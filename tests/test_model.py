@@ -109,3 +109,34 @@ def test_device_choice():
     assert (choice.autocast_dtype == torch.bfloat16) == (capability.startswith("AVX512") or "AMX" in capability)
     with pytest.raises(ValueError):
         choose_device("tpu")
+
+
+def test_passes_are_cut_where_padding_costs_more_than_a_pass():
+    from model.classifier import plan_passes
+
+    def plan(lengths, most, cost):
+        passes = plan_passes(lengths, most, cost)
+        assert sorted(i for p in passes for i in p.tolist()) == list(range(len(lengths)))  # each text once
+        assert all(0 < len(p) <= most for p in passes)
+        return [sorted(lengths[i] for i in p) for p in passes]
+
+    # eight short texts and two long ones: a pass of ten would pad the eight by 30 tokens each
+    lengths = [40, 5, 5, 5, 40, 5, 5, 5, 5, 5]
+    assert plan(lengths, 16, 14) == [[5] * 8, [40, 40]]
+    assert plan(lengths, 16, 0) == [sorted(lengths)]  # no pass cost (GPU): one pass up to the most
+    assert plan(lengths, 4, 0) == [[5] * 4, [5] * 4, [40, 40]]
+    # one length throughout: the fewest passes, each as full as allowed
+    assert sorted(map(len, plan([9] * 10, 4, 14))) == [2, 4, 4]
+    # padding a text by one token costs less than a pass: one pass
+    assert plan([10, 11, 10, 11], 16, 14) == [[10, 10, 11, 11]]
+    # padding two texts by ten tokens (20) costs more than a pass (14): two
+    assert plan([10, 20, 10, 20], 16, 14) == [[10, 10], [20, 20]]
+    assert plan([], 16, 14) == [] and plan([7], 16, 14) == [[7]]
+
+
+def test_cpu_classifiers_cut_passes_by_cost(tiny_model):
+    from model.classifier import CPU_PASS_COST_TOKENS
+
+    assert tiny_model.intent.pass_cost_tokens == CPU_PASS_COST_TOKENS > 0
+    ids = [[1] * 5] * 8 + [[1] * 40] * 2
+    assert [len(p) for p in tiny_model.intent.passes(ids, 16)] == [8, 2]

@@ -70,7 +70,7 @@ def _add_evaluate_parser(sub) -> None:
         p.add_argument("--report", type=Path, default=None,
                        help="also write report.md and confusion.png into this directory")
         p.add_argument("--batch-size", type=int, default=None,
-                       help="texts per forward pass (default: the service's, 16 on CPU and 256 on GPU)")
+                       help="the most texts per forward pass (default: the service's, 16 on CPU and 256 on GPU)")
         p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                        help="how the model runs: auto (the int8 ONNX export on CPU when the artifact has one, as "
                             "the service does), torch, onnx")

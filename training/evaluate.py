@@ -66,7 +66,7 @@ def load_classifier(model_dir: Path, task: str, backend: str = "auto"):
 def score(classifier, texts: Sequence[str], labels: Sequence[str], batch_size: int | None = None) -> Scored:
     """Calibrated probabilities and metrics of ``classifier`` on (texts, labels).
 
-    ``batch_size`` is texts per forward pass; by default the service's (16 on CPU, 256 on GPU), since the int8
+    ``batch_size`` is the most texts per forward pass; by default the service's (16 on CPU, 256 on GPU), since the int8
     export's scores move slightly with the texts sharing a pass.
     """
     from model.predictor import default_pass_size
