@@ -8,6 +8,7 @@ from contextlib import ExitStack
 
 import structlog
 
+from consumer.heap import freeze_long_lived, refreeze
 from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.processor import Processor, Topics
 from consumer.reload import ModelReloader
@@ -71,11 +72,13 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
                  runtime=processor.model.runtime,
                  onnx_unused=processor.model.backend_notes or None)
         prepare_topics(settings)
+        log.info("heap_frozen", objects=freeze_long_lived())  # no full GC pass walks the models (consumer/heap.py)
         reloader = ModelReloader(
             settings,
             processor,
             load=lambda: load_model(settings),
-            on_swap=lambda new: (metrics.set_models(new.versions), metrics.reloads.labels(outcome="swapped").inc()),
+            on_swap=lambda new: (metrics.set_models(new.versions), metrics.reloads.labels(outcome="swapped").inc(),
+                                 refreeze()),
             on_refuse=lambda: metrics.reloads.labels(outcome="refused").inc(),
         )
         stack.callback(reloader.close)
