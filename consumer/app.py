@@ -8,7 +8,7 @@ from contextlib import ExitStack
 
 import structlog
 
-from consumer.heap import freeze_long_lived, refreeze
+from consumer.heap import freeze_long_lived, refreeze, unfreeze
 from consumer.metrics import Health, Metrics, MetricsServer
 from consumer.processor import Processor, Topics
 from consumer.reload import ModelReloader
@@ -73,6 +73,7 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
                  onnx_unused=processor.model.backend_notes or None)
         prepare_topics(settings)
         log.info("heap_frozen", objects=freeze_long_lived())  # no full GC pass walks the models (consumer/heap.py)
+        stack.callback(unfreeze)  # on the way out: a process that runs the service in-process gets its collector back
         reloader = ModelReloader(
             settings,
             processor,

@@ -43,7 +43,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from consumer.heap import freeze_long_lived
+from consumer.heap import freeze_long_lived, unfreeze
 
 SEED_TEXTS = 300  # inquiries the seed's per-message pipeline() classifies (it is slow)
 MODEL_TEXTS = 3000  # at most this many texts for the model-only rate
@@ -842,7 +842,10 @@ def run_bench(args: Any) -> int:
     # This process is the load generator and the reader of (4), with torch and transformers loaded for (1) and (2):
     # its full GC passes took 150-230 ms, stalling both and counting as the service's latency. Frozen, they skip them.
     freeze_long_lived()
-    e2e, latency, scale_out = bench_end_to_end(options, pick(texts, options.n, 3), console)
+    try:
+        e2e, latency, scale_out = bench_end_to_end(options, pick(texts, options.n, 3), console)
+    finally:
+        unfreeze()
     load_after = _load()
 
     result = {

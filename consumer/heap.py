@@ -21,6 +21,11 @@ def freeze_long_lived() -> int:
     return gc.get_freeze_count()
 
 
+def unfreeze() -> None:
+    """Give the frozen objects back to the collector (when the service or the bench is done with them)."""
+    gc.unfreeze()
+
+
 def refreeze() -> int:
     """After a model swap: let the old model's reference cycles be collected, then freeze the new state.
 

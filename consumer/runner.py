@@ -331,7 +331,7 @@ class Runner:
         return [m for m in batch if (m.topic(), m.partition()) in self.assigned]
 
     def _pass_size(self) -> int:
-        """Texts per forward pass of the model being served (a reload may change it)."""
+        """The most texts per forward pass of the model being served (a reload may change it)."""
         size = getattr(getattr(self.processor, "model", None), "batch_size", None)
         return size if isinstance(size, int) and size > 0 else self.settings.batch_size
 

@@ -24,6 +24,7 @@ BACKENDS = ("auto", "torch", "onnx")
 #: On CPU a forward pass costs about as much as this many more padded tokens in it. Fitted on the int8 MiniLM
 #: exports, one thread, passes of 1 to 32 texts of one length on 2 AMD EPYC cores: about 1.0 ms a pass and
 #: 0.073 ms a token for the intent model, 1.3 ms and 0.096 ms for the sentiment model (14 tokens each).
+#: The torch path on CPU (no export, or no VNNI/AMX) uses it too; it was not fitted there.
 CPU_PASS_COST_TOKENS = 14
 
 
@@ -32,8 +33,8 @@ def plan_passes(lengths: Sequence[int], max_texts: int, pass_cost_tokens: float 
 
     With ``pass_cost_tokens`` 0, consecutive runs of ``max_texts`` (one pass per batch where it is the
     batch size, as on a GPU). Above 0, the cut that costs the fewest padded tokens plus ``pass_cost_tokens``
-    a pass (dynamic programming over the sorted lengths): a pass ends where the next texts are longer by
-    more than another pass costs. Ties go to the fewer, fuller passes.
+    a pass (dynamic programming over the sorted lengths): a cut falls where the padding that the longer texts
+    would add to all the shorter ones in their pass costs more than another pass. Ties go to the fewer passes.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(lengths, kind="stable")

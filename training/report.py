@@ -76,6 +76,7 @@ def intent_section(artifacts: Path, data_dir: Path, tmp: Path, train_missing: bo
 def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str]:
     """How often text that is not an inquiry still gets an intent confident enough to skip a human."""
     from model import TextClassifier
+    from model.predictor import default_pass_size
     from training.intent import ABSTAIN_THRESHOLD, OUT_OF_SCOPE_SOURCES, confident_share, out_of_scope_texts
 
     scope = out_of_scope_texts(data_dir)
@@ -96,9 +97,9 @@ def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str
         if trained_on is not None:
             with open(intent_validation_csv(data_dir, trained_on, tmp), encoding="utf-8", newline="") as handle:
                 texts = [row["text"] for row in csv.DictReader(handle)]
-            inquiries = f"{confident_share(classifier.predict_proba(texts, 64)):.4f}"
+            inquiries = f"{confident_share(classifier.predict_proba(texts, default_pass_size(classifier))):.4f}"
         lines.append(f"| `{model_dir.name}` | {'yes' if exposure else 'no'} | "
-                     f"{confident_share(classifier.predict_proba(scope, 64)):.4f} | {inquiries} |")
+                     f"{confident_share(classifier.predict_proba(scope, default_pass_size(classifier))):.4f} | {inquiries} |")
     return lines
 
 
