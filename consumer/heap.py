@@ -30,5 +30,5 @@ def refreeze() -> int:
     """After a model swap: let the old model's reference cycles be collected, then freeze the new state.
 
     One full collection (about as long as those it saves, once per reload)."""
-    gc.unfreeze()
+    unfreeze()
     return freeze_long_lived()

@@ -127,7 +127,7 @@ def test_passes_are_cut_where_padding_costs_more_than_a_pass():
     assert plan(lengths, 4, 0) == [[5] * 4, [5] * 4, [40, 40]]
     # one length throughout: the fewest passes, each as full as allowed
     assert sorted(map(len, plan([9] * 10, 4, 14))) == [2, 4, 4]
-    # padding a text by one token costs less than a pass: one pass
+    # padding two texts by one token each (2) costs less than a pass (14): one pass
     assert plan([10, 11, 10, 11], 16, 14) == [[10, 10, 11, 11]]
     # padding two texts by ten tokens (20) costs more than a pass (14): two
     assert plan([10, 20, 10, 20], 16, 14) == [[10, 10], [20, 20]]
