@@ -267,7 +267,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
         print(f"{directory}: {export.file} ({size:.1f} MB, {export.quantization}); agrees with the original on "
               f"{export.probe_agreement:.1%} of {export.probe_texts} probe texts, "
               f"max logit difference {export.probe_max_abs_logit_diff:.3f}; "
-              f"{len(export.float_feed_forward_layers)} feed-forward layer(s) in float")
+              f"feed-forward MatMuls in float: {', '.join(export.float_matmuls) or 'none'}")
     return 0
 
 

@@ -51,13 +51,21 @@ class OnnxExport(BaseModel):
     probe_texts: int = 0
     probe_agreement: float | None = None
     probe_max_abs_logit_diff: float | None = None
-    #: encoder layers (0 = first) whose feed-forward MatMuls stay float32, the rest int8: the export takes the
-    #: fewest that keep accuracy on the labelled check sets (see :func:`model.onnx.build_onnx`)
-    float_feed_forward_layers: tuple[int, ...] = ()
+    #: feed-forward MatMuls left in float32 ("0.down": layer 0's down-projection, "0.up" its up-projection), the
+    #: rest int8: the export takes the fewest that keep accuracy on the labelled check sets
+    #: (see :func:`model.onnx.build_onnx`)
+    float_matmuls: tuple[str, ...] = ()
+    #: older exports: encoder layers whose whole feed-forward block stayed float32 (read, no longer written)
+    float_feed_forward_layers: tuple[int, ...] = Field(default=(), exclude=True)
     #: name -> n, the float32 network's accuracy, the export's, the change and the macro-F1 change in points
     accuracy_checks: dict[str, dict[str, int | float]] = Field(default_factory=dict)
     #: the faster variants tried first and why each was not kept
     refused: tuple[str, ...] = ()
+
+    def kept_in_float(self) -> tuple[str, ...]:
+        """The MatMuls in float32, in ``float_matmuls``' terms whichever way the manifest recorded them."""
+        older = tuple(f"{index}.{part}" for index in self.float_feed_forward_layers for part in ("down", "up"))
+        return tuple(dict.fromkeys(self.float_matmuls + older))
 
 
 class Manifest(BaseModel):

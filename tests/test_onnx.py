@@ -242,7 +242,7 @@ def test_export_records_its_accuracy_on_labelled_checks(exported, tmp_path):
     assert allowed_change(60) == pytest.approx(100 / 60) and allowed_change(4000) == 0.4
 
 
-def test_export_keeps_feed_forward_layers_in_float_until_accuracy_holds(exported, tmp_path, monkeypatch):
+def test_export_keeps_feed_forward_matmuls_in_float_until_accuracy_holds(exported, tmp_path, monkeypatch):
     import onnx
 
     from model.onnx import AccuracyCheck
@@ -251,14 +251,52 @@ def test_export_keeps_feed_forward_layers_in_float_until_accuracy_holds(exported
     calls = _int8_accuracy_moved_by(monkeypatch, 50.0, times=1)  # the all-int8 variant only
     gold = _gold_of_the_original(tmp_path / "intent", TEXTS)
     export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold)])
-    assert export.float_feed_forward_layers == (0,) and len(calls) == 2
+    assert export.float_matmuls == ("0.down",) and len(calls) == 2
     assert len(export.refused) == 1 and "accuracy on own-answers moved by -50.00 points" in export.refused[0]
     graph = onnx.load(str(tmp_path / "intent" / ONNX_FILE)).graph
     float_matmuls = {node.name for node in graph.node if node.op_type == "MatMul"}
-    assert {"/bert/encoder/layer.0/intermediate/dense/MatMul", "/bert/encoder/layer.0/output/dense/MatMul"} <= float_matmuls
+    assert "/bert/encoder/layer.0/output/dense/MatMul" in float_matmuls  # the down-projection stays float
+    assert "/bert/encoder/layer.0/intermediate/dense/MatMul" not in float_matmuls  # the up-projection is int8
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)  # the rest is int8
-    # exported again without labels (`triage export-onnx`): the layer the checks kept in float stays in float
-    assert export_onnx(tmp_path / "intent", TEXTS).float_feed_forward_layers == (0,)
+    # exported again without labels (`triage export-onnx`): what the checks kept in float stays in float
+    assert export_onnx(tmp_path / "intent", TEXTS).float_matmuls == ("0.down",)
+
+
+def test_the_up_projection_goes_float_after_the_down_projection(exported, tmp_path, monkeypatch):
+    import onnx
+
+    from model.onnx import AccuracyCheck
+
+    shutil.copytree(exported / "intent", tmp_path / "intent")
+    calls = _int8_accuracy_moved_by(monkeypatch, 50.0, times=2)  # all int8, then 0.down in float
+    gold = _gold_of_the_original(tmp_path / "intent", TEXTS)
+    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold)])
+    assert export.float_matmuls == ("0.down", "0.up") and len(calls) == 3
+    assert [r.split(":")[0] for r in export.refused] == ["int8 with no MatMul in float", "int8 with 0.down in float"]
+    float_matmuls = {n.name for n in onnx.load(str(tmp_path / "intent" / ONNX_FILE)).graph.node if n.op_type == "MatMul"}
+    assert {"/bert/encoder/layer.0/intermediate/dense/MatMul", "/bert/encoder/layer.0/output/dense/MatMul"} <= float_matmuls
+
+
+def test_float_ladder_takes_down_projections_first():
+    from model.onnx import float_ladder
+
+    assert float_ladder(0) == [()]
+    assert float_ladder(2) == [(), ("0.down",), ("0.down", "1.down"), ("0.down", "1.down", "0.up"),
+                               ("0.down", "1.down", "0.up", "1.up")]
+
+
+def test_an_older_manifests_float_layers_are_kept_by_a_reexport(exported, tmp_path):
+    import json
+
+    shutil.copytree(exported / "intent", tmp_path / "intent")
+    path = tmp_path / "intent" / "manifest.json"
+    raw = json.loads(path.read_text())
+    raw["onnx"].pop("float_matmuls")
+    raw["onnx"]["float_feed_forward_layers"] = [0]  # as exports wrote it before float_matmuls
+    path.write_text(json.dumps(raw))
+    assert read_manifest(tmp_path / "intent").onnx.kept_in_float() == ("0.down", "0.up")
+    assert export_onnx(tmp_path / "intent", TEXTS).float_matmuls == ("0.down", "0.up")
+    assert "float_feed_forward_layers" not in json.loads(path.read_text())["onnx"]  # no longer written
 
 
 def test_a_small_check_set_may_move_by_one_text_and_no_more(exported, tmp_path, monkeypatch):
@@ -269,7 +307,7 @@ def test_a_small_check_set_may_move_by_one_text_and_no_more(exported, tmp_path, 
     gold = _gold_of_the_original(tmp_path / "intent", texts)
     _int8_accuracy_moved_by(monkeypatch, 100 / 60)  # one text of 60
     one = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("sixty", texts, gold)])
-    assert one.float_feed_forward_layers == () and one.accuracy_checks["sixty"]["change"] == -1.67
+    assert one.float_matmuls == () and one.accuracy_checks["sixty"]["change"] == -1.67
     monkeypatch.undo()
     _int8_accuracy_moved_by(monkeypatch, 200 / 60)  # two texts
     with pytest.raises(ArtifactError, match="accuracy on sixty moved by -3.33 points"):
@@ -296,7 +334,7 @@ def test_export_that_holds_accuracy_but_moves_macro_f1_is_not_kept(exported, tmp
     gold = _gold_of_the_original(tmp_path / "intent", texts)
     _int8_accuracy_moved_by(monkeypatch, 0.0, times=1, f1_points=1.0)
     export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("many", texts, gold)])
-    assert export.float_feed_forward_layers == (0,)
+    assert export.float_matmuls == ("0.down",)
     assert "macro-F1 on many moved by -1.00 points" in export.refused[0]
 
 

@@ -56,7 +56,7 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
     else:
         print(f"{task}: int8 ONNX export agrees with the trained network on {export.probe_agreement:.1%} of "
               f"{export.probe_texts} held-out texts (max logit difference {export.probe_max_abs_logit_diff:.3f}); "
-              f"{len(export.float_feed_forward_layers)} feed-forward layer(s) kept in float")
+              f"feed-forward MatMuls kept in float: {', '.join(export.float_matmuls) or 'none'}")
         for refusal in export.refused:
             print(f"{task}: not kept: {refusal}")
         for name, check in export.accuracy_checks.items():
