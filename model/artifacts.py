@@ -36,6 +36,11 @@ class DataFile(BaseModel):
     role: Literal["train", "validation", "calibration", "test", "outliers"] = "train"
 
 
+def matmul_name(layer: int, part: str) -> str:
+    """How ``OnnxExport.float_matmuls`` names a feed-forward MatMul: ``"0.down"``, ``"0.up"`` (layer 0 first)."""
+    return f"{layer}.{part}"
+
+
 class OnnxExport(BaseModel):
     """The artifact's int8 ONNX export (see :mod:`model.onnx`), run by ONNX Runtime on CPU."""
 
@@ -64,7 +69,7 @@ class OnnxExport(BaseModel):
 
     def kept_in_float(self) -> tuple[str, ...]:
         """The MatMuls in float32, in ``float_matmuls``' terms whichever way the manifest recorded them."""
-        older = tuple(f"{index}.{part}" for index in self.float_feed_forward_layers for part in ("down", "up"))
+        older = tuple(matmul_name(index, part) for index in self.float_feed_forward_layers for part in ("down", "up"))
         return tuple(dict.fromkeys(self.float_matmuls + older))
 
 

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from model.artifacts import OnnxExport, read_manifest, sha256_file, write_manifest
+from model.artifacts import OnnxExport, matmul_name, read_manifest, sha256_file, write_manifest
 from model.errors import ArtifactError
 
 ONNX_FILE = "model.int8.onnx"
@@ -173,8 +173,9 @@ def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PR
       service's passes of at most 16 texts.
 
     ``keep_float`` (MatMul names as in :func:`float_ladder`) skips the steps that do not keep all of them in
-    float (:func:`export_onnx` without checks keeps what the artifact's export had). If none is kept, :class:`ArtifactError` and nothing is written. The manifest is
-    left to the caller, so an artifact being written can get its manifest, export included, in one write.
+    float (:func:`export_onnx` without checks keeps what the artifact's export had). If none is kept,
+    :class:`ArtifactError` and nothing is written. The manifest is left to the caller, so an artifact being
+    written can get its manifest, export included, in one write.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -213,7 +214,8 @@ def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PR
                 dynamo=False,
             )
         layers = feed_forward_nodes(onnx.load(str(float_path)))
-        nodes = {f"{index}.{part}": node for index, pair in enumerate(layers) for part, node in zip(("up", "down"), pair)}
+        nodes = {matmul_name(index, part): node
+                 for index, pair in enumerate(layers) for part, node in zip(("up", "down"), pair)}
         ladder = float_ladder(min(MAX_FLOAT_LAYERS, len(layers)))
         first = next((i for i, step in enumerate(ladder) if set(keep_float) <= set(step)), len(ladder) - 1)
         for in_float in ladder[first:]:
@@ -291,9 +293,10 @@ def float_ladder(layers: int) -> list[tuple[str, ...]]:
     ``"0.down"`` is layer 0's down-projection, ``"0.up"`` its up-projection. For 2 layers: nothing; 0.down;
     0.down and 1.down; those and 0.up; those and 1.up (both layers' feed-forward blocks).
     """
-    downs = [f"{index}.down" for index in range(layers)]
-    ups = [f"{index}.up" for index in range(layers)]
-    return [tuple(downs[:count]) for count in range(layers + 1)] + [tuple(downs + ups[:count]) for count in range(1, layers + 1)]
+    downs = [matmul_name(index, "down") for index in range(layers)]
+    ups = [matmul_name(index, "up") for index in range(layers)]
+    return ([tuple(downs[:count]) for count in range(layers + 1)]
+            + [tuple(downs + ups[:count]) for count in range(1, layers + 1)])
 
 
 def feed_forward_nodes(graph_model) -> list[tuple[str, str]]:

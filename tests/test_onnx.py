@@ -273,7 +273,8 @@ def test_the_up_projection_goes_float_after_the_down_projection(exported, tmp_pa
     export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("own-answers", TEXTS, gold)])
     assert export.float_matmuls == ("0.down", "0.up") and len(calls) == 3
     assert [r.split(":")[0] for r in export.refused] == ["int8 with no MatMul in float", "int8 with 0.down in float"]
-    float_matmuls = {n.name for n in onnx.load(str(tmp_path / "intent" / ONNX_FILE)).graph.node if n.op_type == "MatMul"}
+    graph = onnx.load(str(tmp_path / "intent" / ONNX_FILE)).graph
+    float_matmuls = {node.name for node in graph.node if node.op_type == "MatMul"}
     assert {"/bert/encoder/layer.0/intermediate/dense/MatMul", "/bert/encoder/layer.0/output/dense/MatMul"} <= float_matmuls
 
 
