@@ -136,6 +136,32 @@ def test_evaluate_wrong_task(trained, tmp_path, capsys):
                  "--label-column", "gold"]) == 2
 
 
+
+def test_report_scores_the_third_release_and_leaves_out_what_the_model_saw(trained, sentiment_data, tmp_path):
+    """The report's 27K section: as released and filled, and *unseen* drops texts of the training release."""
+    from training.report import third_release_section
+
+    labels = set(json.loads((trained / "manifest.json").read_text())["labels"])
+    sample = [r for r in bitext.read_csv_rows(DATA_DIR / bitext.BITEXT_27K_SAMPLE) if r["intent"] in labels][:40]
+    seen = [x for x in bitext.load_release(sentiment_data, "8k") if x.intent in labels][:5]
+    rows = [[r["flags"], r["instruction"], r["category"], r["intent"]] for r in sample]
+    rows += [["B", x.text, x.category, x.intent] for x in seen]
+    (sentiment_data / "heldout").mkdir(exist_ok=True)
+    with open(sentiment_data / bitext.BITEXT_27K_SAMPLE, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["flags", "instruction", "category", "intent"], *rows])
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "intent-8k").symlink_to(trained)
+    lines = third_release_section(tmp_path / "artifacts", sentiment_data, tmp_path / "tmp")
+    table = {tuple(c.strip() for c in line.split("|")[1:4]): [c.strip() for c in line.split("|")[4:-1]]
+             for line in lines if line.startswith("| `") or line.startswith("| TF-IDF")}
+    n = len(bitext.load_bitext_27k(sentiment_data / bitext.BITEXT_27K_SAMPLE, fill=False))
+    released = table[("`intent-8k`", "8k", "as released")]
+    assert int(released[0]) == n and 0 <= float(released[1]) <= 1
+    assert int(released[4]) == n - len(seen)  # the five 8k texts are not unseen
+    assert ("`intent-8k`", "8k", "filled") in table
+    assert {k[1] for k in table if k[0] == "TF-IDF + LR"} == {"both", "8k", "4k5"}
+
+
 #: every file the sentiment mix and its validation sources read -> how many lines to keep (None: all)
 SENTIMENT_FILES = {
     "goemotions/train.tsv": 400, "goemotions/test.tsv": 100, "goemotions/emotions.txt": None,

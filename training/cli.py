@@ -58,9 +58,9 @@ def _add_evaluate_parser(sub) -> None:
     ev = sub.add_parser("evaluate", help="score an artifact on a labelled CSV")
     tasks = ev.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
     for task in ("intent", "sentiment"):
-        p = tasks.add_parser(task, help=f"evaluate a {task} model on any CSV",
-                             description=f"Evaluate a {task} artifact on a CSV with a header row. Labels the model "
-                                         "does not know are an error (exit code 2).",
+        p = tasks.add_parser(task, help=f"evaluate the {task} model on any CSV",
+                             description=f"Evaluate a trained {task} model (an artifact directory) on a CSV with "
+                                         "a header row. Labels the model does not know are an error (exit code 2).",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / task, help="artifact directory")
         p.add_argument("--data", type=Path, required=True, help="CSV file to score")

@@ -15,6 +15,8 @@ from training.slots import fill_slots, has_slots, slot_entity
 BITEXT_4K5 = "bitext/customer_support_llm_training_4k5.csv"
 BITEXT_8K = "bitext/customer_service_training_8k.csv"
 RELEASES: dict[str, str] = {"4k5": BITEXT_4K5, "8k": BITEXT_8K}
+#: a sample of Bitext's 27K release for evaluation only, never trained on (data/heldout/SOURCE.md)
+BITEXT_27K_SAMPLE = "heldout/bitext_27k_sample.csv"
 
 #: category names of individual releases -> the name used by this project
 CATEGORY_ALIASES: dict[str, str] = {
