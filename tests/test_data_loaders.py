@@ -81,6 +81,7 @@ def test_27k_sample_loads_and_stays_held_out(releases):
     assert bitext.category_map(rows) == bitext.category_map(releases["4k5"])
     assert sum(has_slots(x.text) for x in rows) > 400
     assert bitext.BITEXT_27K_SAMPLE not in bitext.RELEASES.values()
+    names = ("BITEXT_27K_SAMPLE", "heldout", "27k_sample")  # the constant, its folder, its file
     readers = sorted(p.name for p in Path(bitext.__file__).parent.glob("*.py")
-                     if "BITEXT_27K_SAMPLE" in p.read_text() and p.name != "data.py")
+                     if any(name in p.read_text() for name in names) and p.name != "data.py")
     assert readers == ["report.py"]

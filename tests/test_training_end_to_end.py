@@ -136,30 +136,54 @@ def test_evaluate_wrong_task(trained, tmp_path, capsys):
                  "--label-column", "gold"]) == 2
 
 
-
 def test_report_scores_the_third_release_and_leaves_out_what_the_model_saw(trained, sentiment_data, tmp_path):
-    """The report's 27K section: as released and filled, and *unseen* drops texts of the training release."""
+    """The report's 27K section: released and filled; *unseen* drops texts of the release the model trained on."""
     from training.report import third_release_section
 
+    data = tmp_path / "data"
+    (data / "heldout").mkdir(parents=True)
+    (data / "bitext").symlink_to(sentiment_data / "bitext")
     labels = set(json.loads((trained / "manifest.json").read_text())["labels"])
     sample = [r for r in bitext.read_csv_rows(DATA_DIR / bitext.BITEXT_27K_SAMPLE) if r["intent"] in labels][:40]
-    seen = [x for x in bitext.load_release(sentiment_data, "8k") if x.intent in labels][:5]
+    seen = [x for x in bitext.load_release(data, "8k") if x.intent in labels][:5]  # intent-8k trained on these
+    other = [x for x in bitext.load_release(data, "4k5") if x.intent in labels][:3]  # and not on these
     rows = [[r["flags"], r["instruction"], r["category"], r["intent"]] for r in sample]
-    rows += [["B", x.text, x.category, x.intent] for x in seen]
-    (sentiment_data / "heldout").mkdir(exist_ok=True)
-    with open(sentiment_data / bitext.BITEXT_27K_SAMPLE, "w", newline="", encoding="utf-8") as handle:
+    rows += [["B", x.text, x.category, x.intent] for x in seen + other]
+    with open(data / bitext.BITEXT_27K_SAMPLE, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([["flags", "instruction", "category", "intent"], *rows])
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "artifacts" / "intent-8k").symlink_to(trained)
-    lines = third_release_section(tmp_path / "artifacts", sentiment_data, tmp_path / "tmp")
+
+    lines = third_release_section(tmp_path / "artifacts", data, tmp_path / "tmp")
     table = {tuple(c.strip() for c in line.split("|")[1:4]): [c.strip() for c in line.split("|")[4:-1]]
              for line in lines if line.startswith("| `") or line.startswith("| TF-IDF")}
-    n = len(bitext.load_bitext_27k(sentiment_data / bitext.BITEXT_27K_SAMPLE, fill=False))
-    released = table[("`intent-8k`", "8k", "as released")]
-    assert int(released[0]) == n and 0 <= float(released[1]) <= 1
-    assert int(released[4]) == n - len(seen)  # the five 8k texts are not unseen
-    assert ("`intent-8k`", "8k", "filled") in table
-    assert {k[1] for k in table if k[0] == "TF-IDF + LR"} == {"both", "8k", "4k5"}
+    assert set(table) == {("`intent-8k`", "8k", "released"), ("`intent-8k`", "8k", "filled"),
+                          ("TF-IDF + LR", "8k", "released")}
+    n_released = len(bitext.load_bitext_27k(data / bitext.BITEXT_27K_SAMPLE, fill=False))
+    n_filled = len(bitext.load_bitext_27k(data / bitext.BITEXT_27K_SAMPLE, seed=0))
+    for key, n in ((("`intent-8k`", "8k", "released"), n_released), (("`intent-8k`", "8k", "filled"), n_filled),
+                   (("TF-IDF + LR", "8k", "released"), n_released)):
+        assert int(table[key][0]) == n
+        assert int(table[key][-2]) == n - len(seen)  # the 8k texts are not unseen; the 4k5 ones are
+    scored = {name: (tmp_path / "tmp" / f"intent-27k-{name}-all-intent-8k.csv").read_text()
+              for name in ("released", "filled")}
+    assert "{{" in scored["released"] and "{{" not in scored["filled"]
+
+
+def test_what_a_model_has_seen_follows_its_manifest(trained, sentiment_data, tmp_path):
+    """--train-on 8k: its training release only; --train-on both: both releases plus the calibration 10%."""
+    from training.report import seen_by
+
+    train_on, trained_rows, built = seen_by(trained, sentiment_data)
+    assert train_on == "8k" and {x.source for x in trained_rows} == {"8k"} and built == trained_rows
+    manifest = json.loads((trained / "manifest.json").read_text())
+    manifest["hyperparameters"]["train_on"] = "both"
+    (tmp_path / "both").mkdir()
+    (tmp_path / "both" / "manifest.json").write_text(json.dumps(manifest))
+    train_on, trained_rows, built = seen_by(tmp_path / "both", sentiment_data)
+    assert train_on == "both" and {x.source for x in trained_rows} == {"8k", "4k5", "4k5-slots"}
+    held = {x.text for x in built[len(trained_rows):]}
+    assert held and not held & {x.text for x in trained_rows}
 
 
 #: every file the sentiment mix and its validation sources read -> how many lines to keep (None: all)

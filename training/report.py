@@ -73,19 +73,23 @@ def intent_section(artifacts: Path, data_dir: Path, tmp: Path, train_missing: bo
     return lines
 
 
-def third_release_rows(data_dir: Path, fill: bool) -> list:
-    """The 27K sample, with its ``{{Slot}}`` placeholders as released or filled with seeded values."""
-    from training import data as bitext
-
-    return bitext.load_bitext_27k(Path(data_dir) / bitext.BITEXT_27K_SAMPLE, fill=fill, seed=0)
+def intent_models(artifacts: Path) -> list[Path]:
+    """The shipped intent model and the cross-release ones (present or not)."""
+    return [artifacts / "intent"] + [artifacts / f"intent-{t}" for t in CROSS_RELEASE]
 
 
-def built_from(data_dir: Path, train_on: str) -> list:
-    """Every text of the releases a model was built from, with the {{Slot}} copies training adds."""
-    from training import data as bitext
+def seen_by(model_dir: Path, data_dir: Path) -> tuple[str, list, list]:
+    """(``--train-on``, the texts it trained on, every text it was built from), by its manifest's settings.
 
-    names = ("8k", "4k5") if train_on == "both" else (train_on,)
-    return [item for name in names for item in bitext.load_release(data_dir, name, slot_augment=True)]
+    Built from = trained on plus, for a model trained on both releases, the 10% kept to fit its temperature.
+    """
+    from model.artifacts import read_manifest
+    from training.intent import INTENT_DEFAULTS, make_split
+
+    settings = read_manifest(model_dir).hyperparameters
+    train_on, seed = settings.get("train_on", "both"), settings.get("seed", INTENT_DEFAULTS.seed)
+    split = make_split(data_dir, train_on, settings.get("slot_augment", True), seed)
+    return train_on, split.train, split.train + (split.held_out if split.held_out_role == "calibration" else [])
 
 
 def tfidf_baseline(train_items: list):
@@ -106,7 +110,6 @@ def accuracy_of(classifier, rows: list) -> float:
 
 def third_release_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str]:
     """A release no model was trained on: a sample of Bitext's 27K release (data/heldout/)."""
-    from model.artifacts import read_manifest
     from training import data as bitext
     from training.evaluate import evaluate_csv
 
@@ -114,37 +117,30 @@ def third_release_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[st
              "A sample of Bitext's 27K release (`data/heldout/`, 108 evenly spaced stretches of the file; never "
              "trained on, and no setting was chosen on it). Its inquiries carry `{{Order Number}}`-style slots: "
              "scored as released and with the slots filled (seed 0). *Unseen* leaves out texts that also occur in "
-             "the releases the model was built from. Models run as the service runs them (int8 ONNX on CPU); the "
-             "TF-IDF rows are a word 1-2 gram TF-IDF + logistic regression baseline trained on the same data.", "",
+             "what the model was built from. Models run as the service runs them (int8 ONNX on CPU). Below each "
+             "model, a word 1-2 gram TF-IDF + logistic regression baseline trained on the same texts.", "",
              "| model | trained on | slots | n | accuracy | macro-F1 | ECE | unseen n | unseen accuracy |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    if not (Path(data_dir) / bitext.BITEXT_27K_SAMPLE).is_file():
+    path = Path(data_dir) / bitext.BITEXT_27K_SAMPLE
+    if not path.is_file():
         return lines + [f"| (no {bitext.BITEXT_27K_SAMPLE} in {data_dir}) |||||||||"]
-    variants = {"as released": third_release_rows(data_dir, fill=False),
-                "filled": third_release_rows(data_dir, fill=True)}
-    models = [artifacts / "intent"] + [artifacts / f"intent-{t}" for t in CROSS_RELEASE]
-    for model_dir in models:
+    variants = {"released": bitext.load_bitext_27k(path, fill=False), "filled": bitext.load_bitext_27k(path, seed=0)}
+    for model_dir in intent_models(artifacts):
         if not (model_dir / "manifest.json").is_file():
             continue
-        train_on = read_manifest(model_dir).hyperparameters.get("train_on", "both")
-        known = {bitext.normalise_key(x.text) for x in built_from(data_dir, train_on)}
+        train_on, trained, built = seen_by(model_dir, data_dir)
         for slots, rows in variants.items():
-            name = f"intent-27k-{'filled' if slots == 'filled' else 'slots'}"
-            m = evaluate_csv("intent", model_dir, write_csv(tmp / f"{name}.csv", [(x.text, x.intent) for x in rows]),
-                             "text", "label").metrics
-            unseen = [x for x in rows if bitext.normalise_key(x.text) not in known]
-            u = evaluate_csv("intent", model_dir, write_csv(tmp / f"{name}-unseen-{model_dir.name}.csv",
-                                                            [(x.text, x.intent) for x in unseen]),
-                             "text", "label").metrics
+            scores = []
+            for subset, items in (("all", rows), ("unseen", bitext.without_texts(rows, built))):
+                csv_path = write_csv(tmp / f"intent-27k-{slots}-{subset}-{model_dir.name}.csv",
+                                     [(x.text, x.intent) for x in items])
+                scores.append(evaluate_csv("intent", model_dir, csv_path, "text", "label").metrics)
+            m, u = scores
             lines.append(f"| `{model_dir.name}` | {train_on} | {slots} | {m['n']} | {m['accuracy']:.4f} | "
                          f"{m['macro_f1']:.4f} | {m['ece']:.4f} | {u['n']} | {u['accuracy']:.4f} |")
-    for train_on in ("both", "8k", "4k5"):
-        rows = variants["as released"]
-        train_items = bitext.dedupe(built_from(data_dir, train_on))
-        known = {bitext.normalise_key(x.text) for x in train_items}
-        unseen = [x for x in rows if bitext.normalise_key(x.text) not in known]
-        baseline = tfidf_baseline(train_items)
-        lines.append(f"| TF-IDF + LR | {train_on} | as released | {len(rows)} | {accuracy_of(baseline, rows):.4f} "
+        rows, unseen = variants["released"], bitext.without_texts(variants["released"], built)
+        baseline = tfidf_baseline(trained)
+        lines.append(f"| TF-IDF + LR | {train_on} | released | {len(rows)} | {accuracy_of(baseline, rows):.4f} "
                      f"| | | {len(unseen)} | {accuracy_of(baseline, unseen):.4f} |")
     return lines
 
@@ -161,7 +157,8 @@ def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str
              "so that they are not sent to a human for low confidence: "
              f"{len(scope)} sentences that are not inquiries ({' + '.join(OUT_OF_SCOPE_SOURCES)}, never trained on), "
              "against the inquiries of the other release. Models run as the service runs them.", "",
-             "| model | trained with outlier exposure | not inquiries: confident | inquiries of the other release: confident |",
+             "| model | trained with outlier exposure | not inquiries: confident "
+             "| inquiries of the other release: confident |",
              "|---|---|---:|---:|"]
     models = [(artifacts / "intent", None)] + [(artifacts / f"intent-{t}", t) for t in CROSS_RELEASE]
     for model_dir, trained_on in models:
@@ -175,7 +172,8 @@ def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str
                 texts = [row["text"] for row in csv.DictReader(handle)]
             inquiries = f"{confident_share(classifier.predict_proba(texts, default_pass_size(classifier))):.4f}"
         lines.append(f"| `{model_dir.name}` | {'yes' if exposure else 'no'} | "
-                     f"{confident_share(classifier.predict_proba(scope, default_pass_size(classifier))):.4f} | {inquiries} |")
+                     f"{confident_share(classifier.predict_proba(scope, default_pass_size(classifier))):.4f} | "
+                     f"{inquiries} |")
     return lines
 
 
@@ -225,7 +223,8 @@ def artifacts_section(artifacts: Path) -> list[str]:
     """The shipped artifacts as their manifests describe them (version, data, time, calibration)."""
     from model.artifacts import read_manifest
 
-    lines = ["## Shipped artifacts", "", "| task | version | trained on | train time (s, as recorded) | temperature | ECE before → after |",
+    lines = ["## Shipped artifacts", "",
+             "| task | version | trained on | train time (s, as recorded) | temperature | ECE before → after |",
              "|---|---|---|---:|---:|---|"]
     for task in ("intent", "sentiment"):
         if not (artifacts / task / "manifest.json").is_file():
