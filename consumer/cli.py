@@ -43,22 +43,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.cli import main as training_main  # training is never imported by the service
 
         return training_main(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
-        build_parser().print_help()
+        (getattr(args, "help_of", None) or parser).print_help()
         return 2
     try:
         return args.handler(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a clear one-line error instead of a traceback for known failures
+    except Exception as exc:  # a clear error instead of a traceback for known failures
+        from pydantic import ValidationError
+        from pydantic_settings import SettingsError
+
         from consumer.errors import TriageError
         from model.errors import ModelError
 
+        if isinstance(exc, (ValidationError, SettingsError)):
+            print(f"triage: invalid settings: {settings_error_text(exc)}", file=sys.stderr)
+            return 2
         if isinstance(exc, (TriageError, ModelError)):
             print(f"triage: error: {exc}", file=sys.stderr)
             return 1
+        from confluent_kafka import KafkaException
+
+        if isinstance(exc, KafkaException):  # e.g. an unknown librdkafka property
+            error = exc.args[0] if exc.args else exc
+            print(f"triage: error: Kafka client: {getattr(error, 'str', lambda: error)()}", file=sys.stderr)
+            return 1
         raise
+
+
+def settings_error_text(exc: Exception) -> str:
+    """Each invalid setting on its own line: where it comes from, and why (the value when it is short)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):  # SettingsError: e.g. TRIAGE_KAFKA_PROPERTIES is not JSON
+        return f"{exc} (variables holding a mapping take JSON, e.g. '{{\"linger.ms\": \"5\"}}')"
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "value"
+        value = error.get("input")
+        shown = f" (got {value!r})" if isinstance(value, (str, int, float)) and len(repr(value)) <= 60 else ""
+        lines.append(f"{field} (--{field.replace('_', '-')} / TRIAGE_{field.upper()}): {error['msg']}{shown}")
+    return "\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (0-65535; 0 picks a free port)")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (memory only) in the foreground")
-    broker.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (9092)")
+    broker.add_argument("--port", type=port_number, default=9092, help="port on 127.0.0.1; 0 picks a free one (9092)")
     broker.set_defaults(handler=_cmd_broker)
 
     classify = sub.add_parser("classify", help="print the top-3 intents, the sentiment and the route of each text")
@@ -105,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=_cmd_bench)
 
     topics = sub.add_parser("topics", help="topic administration for operators")
+    topics.set_defaults(help_of=topics)  # `triage topics` alone shows this help, not the top-level one
     topics_sub = topics.add_subparsers(title="actions", metavar="ACTION")
     create = topics_sub.add_parser("create", help="create the input, routing and DLQ topics that are missing",
                                    description="Topic names and connection settings come from the same flags and "
@@ -166,16 +206,10 @@ def _parse_properties(items: Sequence[str]) -> dict[str, str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from consumer.app import run_service
     from consumer.logs import configure_logging
 
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        print(f"triage: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
+    settings = settings_from_args(args)
     configure_logging(settings.log_format, settings.log_level)
     return run_service(settings)
 
@@ -208,12 +242,17 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from consumer.routing import RoutingPolicy
     from consumer.settings import Settings
 
+    texts = [_readable(text) for text in args.texts]
+    blank = [i + 1 for i, text in enumerate(texts) if not text.strip()]
+    if blank:  # the service sends such records to the DLQ
+        print(f"triage classify: error: TEXT {', '.join(map(str, blank))} is empty", file=sys.stderr)
+        return 2
     configure_logging("auto", "warning", sys.stderr)
     overrides = {"model_dir": args.model_dir, "policy_file": args.policy}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     model = load_model(settings)
     policy = RoutingPolicy.from_file(settings.policy_file)
-    for text, prediction in zip(args.texts, model.predict(args.texts)):
+    for text, prediction in zip(texts, model.predict(texts)):
         route, reasons = policy.decide(prediction)
         if args.json:
             record = {
@@ -233,6 +272,11 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             print(f"  route:     {route} ({', '.join(reasons)})")
     sys.stdout.flush()
     return 0
+
+
+def _readable(text: str) -> str:
+    """A command-line argument as text: bytes that are not UTF-8 (surrogate escapes) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _cmd_topics_create(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from typing import TextIO
 
 import orjson
@@ -34,3 +36,59 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+class RepeatFolder:
+    """Lets the first event of a kind through, then at most one per ``window_s``, counting the ones held back.
+
+    A broker that is away makes librdkafka report the same failure several times a second; one line per kind and
+    window says as much, with ``repeats`` telling how many were folded into it.
+    """
+
+    def __init__(self, window_s: float = 30.0, clock=time.monotonic):
+        self.window_s = window_s
+        self.clock = clock
+        self._last: dict[object, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, kind: object) -> int | None:
+        """None: hold this one back; else the number of events of ``kind`` held back since the last one let through."""
+        now = self.clock()
+        with self._lock:
+            last, held = self._last.get(kind, (None, 0))
+            if last is not None and now - last < self.window_s:
+                self._last[kind] = (last, held + 1)
+                return None
+            self._last[kind] = (now, 0)
+            return held
+
+
+class KafkaClientLogs(logging.Handler):
+    """librdkafka's own log lines (the clients' ``logger`` property) as structured events, repeats folded.
+
+    Without it librdkafka writes raw ``%3|...|FAIL|...`` lines to stderr, whatever the log format and level.
+    """
+
+    def __init__(self, window_s: float = 30.0):
+        super().__init__(logging.DEBUG)
+        self.folder = RepeatFolder(window_s)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) and len(record.args) == 3 else None
+        facility, client, message = args if args else ("", "", record.getMessage())
+        repeats = self.folder.admit((facility, record.levelno))
+        if repeats is None:
+            return
+        extra = {"repeats": repeats} if repeats else {}
+        structlog.get_logger("librdkafka").log(record.levelno, "kafka_client_log", facility=facility,
+                                               client=client, message=message, **extra)
+
+
+def kafka_client_logger() -> logging.Logger:
+    """The ``logger`` to give every confluent-kafka client (its lines are served by ``poll``)."""
+    logger = logging.getLogger("inquiry_triage.librdkafka")
+    if not logger.handlers:
+        logger.addHandler(KafkaClientLogs())
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    return logger

@@ -19,6 +19,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumer.errors import DeliveryError, TriageError
+from consumer.logs import RepeatFolder, kafka_client_logger
 from consumer.metrics import Health, Metrics
 from consumer.processor import OutputRecord, Processor, Rejection
 from consumer.settings import Settings
@@ -263,6 +264,7 @@ class Runner:
         self.health = health or Health()
         self.ticks = list(ticks)
         self.log = structlog.get_logger("triage.runner")
+        self._kafka_errors = RepeatFolder()  # a broker that is away: one kafka_error line per code and 30 s
         self.assigned: set[tuple[str, int]] = set()
         self.totals: Counter[str] = Counter()
         self._carry: list[Message] = []
@@ -276,12 +278,13 @@ class Runner:
     def run(self) -> None:
         with ExitStack() as stack:
             stack.callback(self._worker.shutdown, wait=True)
-            consumer = Consumer({**self.settings.consumer_config(), "error_cb": self._on_kafka_error})
+            consumer = Consumer({**self.settings.consumer_config(), "error_cb": self._on_kafka_error,
+                                 "logger": kafka_client_logger()})
             stack.callback(self._close_consumer, consumer)
             self._consumer = consumer
             # one producer configuration (and transactional.id) per process: a replacement producer fences
             # and aborts what its predecessor left open
-            producer_config = self.settings.producer_config()
+            producer_config = {**self.settings.producer_config(), "logger": kafka_client_logger()}
             self._publisher = Publisher(lambda: Producer(producer_config), self.processor,
                                         self.settings.delivery_timeout_ms / 1000, self.settings.exactly_once)
             stack.callback(self._close_producer, self._publisher)  # closed first: LIFO
@@ -344,7 +347,10 @@ class Runner:
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self.health.update(broker_reachable=False)
-        self.log.warning("kafka_error", code=error.name(), reason=error.str())
+        repeats = self._kafka_errors.admit(error.code())
+        if repeats is not None:
+            extra = {"repeats": repeats} if repeats else {}
+            self.log.warning("kafka_error", code=error.name(), reason=error.str(), **extra)
 
     def _wait_for(self, consumer: Consumer, inflight: _InFlight) -> None:
         """Wait for inference; when it takes long, pause partitions and keep polling to stay in the group."""

@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.errors import BrokerError
+from consumer.logs import kafka_client_logger
 
 
 def ensure_topics(
@@ -21,7 +22,7 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     log = structlog.get_logger("triage.topics")
-    admin = AdminClient(dict(admin_config))
+    admin = AdminClient({**admin_config, "logger": kafka_client_logger()})  # no raw librdkafka lines on stderr
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:

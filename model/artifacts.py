@@ -115,8 +115,12 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise ArtifactError(f"{path} not found: train a model first (`triage train ...`)")
     try:
         return Manifest.model_validate(orjson.loads(path.read_bytes()))
-    except (orjson.JSONDecodeError, ValidationError) as exc:
-        raise ArtifactError(f"{path} is not a valid manifest: {exc}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not a valid manifest (not JSON: {exc})") from exc
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors(include_url=False)]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ArtifactError(f"{path} is not a valid manifest: {'; '.join(problems[:3])}{more}") from exc
 
 
 def write_manifest(directory: str | Path, manifest: Manifest) -> Path:

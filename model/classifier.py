@@ -169,8 +169,9 @@ class TextClassifier:
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory)
             config = AutoConfig.from_pretrained(directory)
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"cannot load the model in {directory}: {exc}") from exc
+        except Exception as exc:  # OSError, ValueError, a tokenizer file that does not parse...
+            raise ArtifactError(f"cannot load the tokenizer or config in {directory}: {exc}") from exc
+        _check_vocabulary(directory, len(tokenizer), getattr(config, "vocab_size", None))
         id2label = {int(k): v for k, v in config.id2label.items()}
         if [id2label.get(i) for i in range(len(manifest.labels))] != manifest.labels:
             raise ArtifactError(
@@ -188,8 +189,8 @@ class TextClassifier:
             return classifier
         try:
             network = AutoModelForSequenceClassification.from_pretrained(directory)
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"cannot load the model in {directory}: {exc}") from exc
+        except Exception as exc:  # OSError, ValueError, SafetensorError (a truncated or damaged weights file)...
+            raise ArtifactError(f"cannot load the model in {directory}: {type(exc).__name__}: {exc}") from exc
         _detach_from_files(network)
         network.to(choice.device).eval()
         if choice.device.type == "cpu" and choice.autocast_dtype is not None:
@@ -284,6 +285,13 @@ class TextClassifier:
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits / self.manifest.temperature)
+
+
+def _check_vocabulary(directory: Path, tokens: int, embeddings: int | None) -> None:
+    """A tokenizer that does not fit the network turns text into the wrong ids, or into [UNK]s, without an error."""
+    if embeddings and not embeddings // 2 <= tokens <= embeddings:
+        raise ArtifactError(f"{directory}: the tokenizer has {tokens} tokens and the network {embeddings} embeddings; "
+                            "a tokenizer file is missing or belongs to another model")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

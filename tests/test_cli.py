@@ -45,3 +45,62 @@ def test_train_and_evaluate_are_dispatched_to_training(capsys):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 0 and expected in capsys.readouterr().out
+
+
+def test_bad_settings_are_one_line_per_setting_with_its_variable(monkeypatch, capsys):
+    monkeypatch.setenv("TRIAGE_BATCH_SIZE", "abc")
+    monkeypatch.setenv("TRIAGE_DEVICE", "tpu")
+    assert main(["classify", "hello"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "TRIAGE_BATCH_SIZE" in err and "'abc'" in err and "TRIAGE_DEVICE" in err
+    monkeypatch.delenv("TRIAGE_BATCH_SIZE")
+    monkeypatch.delenv("TRIAGE_DEVICE")
+    monkeypatch.setenv("TRIAGE_KAFKA_PROPERTIES", "not json")
+    assert main(["classify", "hello"]) == 2
+    assert "take JSON" in capsys.readouterr().err
+
+
+def test_classify_refuses_empty_text_and_reads_undecodable_bytes(tiny_model_dir, capsys):
+    from consumer.cli import _readable
+
+    assert main(["classify", "--model-dir", str(tiny_model_dir), "refund", "  "]) == 2
+    assert "TEXT 2 is empty" in capsys.readouterr().err
+    undecodable = b"caf\xe9 refund".decode("utf-8", "surrogateescape")  # how Python passes such argv bytes
+    assert _readable(undecodable) == "caf\ufffd refund"
+    assert main(["classify", "--model-dir", str(tiny_model_dir), undecodable]) == 0
+
+
+def test_kafka_client_errors_are_one_line(monkeypatch, capsys):
+    from confluent_kafka import KafkaError, KafkaException
+
+    import consumer.cli as cli
+
+    def unknown_property(_args):
+        raise KafkaException(KafkaError(KafkaError._INVALID_ARG, 'No such configuration property: "foo"'))
+
+    monkeypatch.setattr(cli, "_cmd_topics_create", unknown_property)
+    assert main(["topics", "create"]) == 1
+    assert capsys.readouterr().err.strip() == 'triage: error: Kafka client: No such configuration property: "foo"'
+
+
+def test_broker_port_is_checked(capsys):
+    import socket
+
+    import pytest
+
+    from consumer.broker import EmbeddedBroker
+    from consumer.errors import BrokerError
+
+    with pytest.raises(SystemExit):
+        main(["broker", "--port", "99999"])
+    assert "out of range" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(BrokerError, match="in use"):  # before anything is started
+            EmbeddedBroker(port=taken.getsockname()[1]).start()
+
+
+def test_topics_without_an_action_shows_the_topics_help(capsys):
+    assert main(["topics"]) == 2
+    assert "usage: triage topics" in capsys.readouterr().out

@@ -140,3 +140,17 @@ def test_cpu_classifiers_cut_passes_by_cost(tiny_model):
     assert tiny_model.intent.pass_cost_tokens == CPU_PASS_COST_TOKENS > 0
     ids = [[1] * 5] * 8 + [[1] * 40] * 2
     assert [len(p) for p in tiny_model.intent.passes(ids, 16)] == [8, 2]
+
+
+def test_a_tokenizer_that_does_not_fit_or_damaged_weights_are_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_model_dir / "intent", tmp_path / "no-tokenizer")
+    (tmp_path / "no-tokenizer" / "tokenizer.json").unlink()  # what is left knows only the special tokens
+    with pytest.raises(ArtifactError, match="tokenizer file is missing"):
+        TextClassifier.load(tmp_path / "no-tokenizer")
+    shutil.copytree(tiny_model_dir / "intent", tmp_path / "truncated")
+    weights = tmp_path / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match="cannot load the model"):
+        TextClassifier.load(tmp_path / "truncated", backend="torch")

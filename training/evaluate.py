@@ -27,14 +27,35 @@ class Scored:
 def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
     """Texts and labels from a CSV with a header row (a UTF-8 BOM is fine)."""
     path = Path(path)
+    if path.is_dir():
+        raise EvaluationError(f"{path} is a directory, not a CSV file")
     if not path.is_file():
         raise EvaluationError(f"{path}: no such file")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in (text_column, label_column) if c not in (reader.fieldnames or [])]
-        if missing:
-            raise EvaluationError(f"{path}: missing column(s) {missing}; columns are {reader.fieldnames}")
-        rows = [(r[text_column] or "", (r[label_column] or "").strip()) for r in reader]
+    rows = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None:
+                raise EvaluationError(f"{path} is empty: expected a header row and labelled rows")
+            missing = [c for c in (text_column, label_column) if c not in reader.fieldnames]
+            if missing:
+                raise EvaluationError(f"{path}: missing column(s) {missing}; columns are {reader.fieldnames} "
+                                      "(--text-column and --label-column name them)")
+            twice = sorted({c for c in (text_column, label_column) if reader.fieldnames.count(c) > 1})
+            if twice:
+                raise EvaluationError(f"{path}: column(s) {twice} appear more than once in the header")
+            for row in reader:
+                if None in row or row[text_column] is None or row[label_column] is None:
+                    fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or ())
+                    raise EvaluationError(f"{path}, line {reader.line_num}: {fields} field{'s' * (fields != 1)} "
+                                          f"where the header has "
+                                          f"{len(reader.fieldnames)} (a missing comma or an unclosed quote?)")
+                rows.append((row[text_column], row[label_column].strip()))
+    except UnicodeDecodeError as exc:
+        raise EvaluationError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                              "save it as UTF-8") from exc
+    except csv.Error as exc:
+        raise EvaluationError(f"{path}: not a readable CSV ({exc})") from exc
     if not rows:
         raise EvaluationError(f"{path}: no rows")
     return [t for t, _ in rows], [y for _, y in rows]
@@ -59,7 +80,8 @@ def load_classifier(model_dir: Path, task: str, backend: str = "auto"):
     except ArtifactError as exc:
         raise EvaluationError(str(exc)) from exc
     if classifier.manifest.task != task:
-        raise EvaluationError(f"{model_dir} is a {classifier.manifest.task} model, not {task}")
+        raise EvaluationError(f"{model_dir} holds the {classifier.manifest.task} model; "
+                              f"score it with `triage evaluate {classifier.manifest.task}`")
     return classifier
 
 
