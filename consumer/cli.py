@@ -85,8 +85,14 @@ def settings_error_text(exc: Exception) -> str:
         field = ".".join(str(part) for part in error["loc"]) or "value"
         value = error.get("input")
         shown = f" (got {value!r})" if isinstance(value, (str, int, float)) and len(repr(value)) <= 60 else ""
-        lines.append(f"{field} (--{field.replace('_', '-')} / TRIAGE_{field.upper()}): {error['msg']}{shown}")
+        where = " / ".join(x for x in (_FLAGS.get(field), f"TRIAGE_{field.upper()}") if x)
+        lines.append(f"{field} ({where}): {error['msg']}{shown}")
     return "\n  " + "\n  ".join(lines) if len(lines) > 1 else lines[0]
+
+
+#: Settings field -> the `triage run` flag that sets it (the others only have their TRIAGE_ variable)
+_FLAGS = {field: flag for flag, field, _, _ in RUN_OPTIONS} | {"kafka_properties": "--kafka-property",
+                                                                "create_topics": "--no-create-topics"}
 
 
 def port_number(text: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -42,7 +43,8 @@ class RepeatFolder:
     """Lets the first event of a kind through, then at most one per ``window_s``, counting the ones held back.
 
     A broker that is away makes librdkafka report the same failure several times a second; one line per kind and
-    window says as much, with ``repeats`` telling how many were folded into it.
+    window says as much, with ``repeats`` telling how many were held back since the previous line of that kind
+    (the ones after the last line are not reported).
     """
 
     def __init__(self, window_s: float = 30.0, clock=time.monotonic):
@@ -63,6 +65,9 @@ class RepeatFolder:
             return held
 
 
+_DIGITS = re.compile(r"\d+")  # "after 0ms", "after 12ms": the same line
+
+
 class KafkaClientLogs(logging.Handler):
     """librdkafka's own log lines (the clients' ``logger`` property) as structured events, repeats folded.
 
@@ -74,14 +79,17 @@ class KafkaClientLogs(logging.Handler):
         self.folder = RepeatFolder(window_s)
 
     def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) and len(record.args) == 3 else None
-        facility, client, message = args if args else ("", "", record.getMessage())
-        repeats = self.folder.admit((facility, record.levelno))
-        if repeats is None:
-            return
-        extra = {"repeats": repeats} if repeats else {}
-        structlog.get_logger("librdkafka").log(record.levelno, "kafka_client_log", facility=facility,
-                                               client=client, message=message, **extra)
+        try:  # an exception here would come out of the client's poll(), in the service's loop
+            args = record.args if isinstance(record.args, tuple) and len(record.args) == 3 else None
+            facility, client, message = args if args else ("", "", record.getMessage())
+            repeats = self.folder.admit((client, facility, _DIGITS.sub("#", str(message))))
+            if repeats is None:
+                return
+            extra = {"repeats": repeats} if repeats else {}
+            structlog.get_logger("librdkafka").log(record.levelno, "kafka_client_log", facility=facility,
+                                                   client=client, message=message, **extra)
+        except Exception:
+            self.handleError(record)
 
 
 def kafka_client_logger() -> logging.Logger:

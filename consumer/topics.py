@@ -24,20 +24,23 @@ def ensure_topics(
     log = structlog.get_logger("triage.topics")
     admin = AdminClient({**admin_config, "logger": kafka_client_logger()})  # no raw librdkafka lines on stderr
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as exc:
-        raise BrokerError(f"cannot reach the broker to list topics: {exc.args[0].str()}") from exc
-    wanted = [t for t in dict.fromkeys(topics) if t not in existing]
-    if not wanted:
-        return []
-    new = [NewTopic(t, partitions, replication, config=dict((configs or {}).get(t, {}))) for t in wanted]
-    created = []
-    for topic, future in admin.create_topics(new, operation_timeout=timeout_s).items():
         try:
-            future.result(timeout=timeout_s)
-            created.append(topic)
+            existing = set(admin.list_topics(timeout=timeout_s).topics)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise BrokerError(f"cannot create topic {topic}: {exc.args[0].str()}") from exc
-    log.info("topics_created", topics=created, partitions=partitions, replication=replication)
-    return created
+            raise BrokerError(f"cannot reach the broker to list topics: {exc.args[0].str()}") from exc
+        wanted = [t for t in dict.fromkeys(topics) if t not in existing]
+        if not wanted:
+            return []
+        new = [NewTopic(t, partitions, replication, config=dict((configs or {}).get(t, {}))) for t in wanted]
+        created = []
+        for topic, future in admin.create_topics(new, operation_timeout=timeout_s).items():
+            try:
+                future.result(timeout=timeout_s)
+                created.append(topic)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerError(f"cannot create topic {topic}: {exc.args[0].str()}") from exc
+        log.info("topics_created", topics=created, partitions=partitions, replication=replication)
+        return created
+    finally:
+        admin.poll(0)  # librdkafka's lines wait in a queue until a poll hands them to the logger

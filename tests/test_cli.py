@@ -53,6 +53,7 @@ def test_bad_settings_are_one_line_per_setting_with_its_variable(monkeypatch, ca
     assert main(["classify", "hello"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "TRIAGE_BATCH_SIZE" in err and "'abc'" in err and "TRIAGE_DEVICE" in err
+    assert "--batch-size" in err and "--device" in err
     monkeypatch.delenv("TRIAGE_BATCH_SIZE")
     monkeypatch.delenv("TRIAGE_DEVICE")
     monkeypatch.setenv("TRIAGE_KAFKA_PROPERTIES", "not json")
@@ -97,8 +98,12 @@ def test_broker_port_is_checked(capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(BrokerError, match="in use"):  # before anything is started
-            EmbeddedBroker(port=taken.getsockname()[1]).start()
+        broker = EmbeddedBroker(port=taken.getsockname()[1])
+        try:
+            with pytest.raises(BrokerError, match="in use"):  # before anything is started
+                broker.start()
+        finally:
+            broker.stop()
 
 
 def test_topics_without_an_action_shows_the_topics_help(capsys):

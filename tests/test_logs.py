@@ -27,3 +27,26 @@ def test_librdkafka_lines_become_events_with_repeats_folded():
             handler.handle(record)
     assert events == [{"facility": "FAIL", "client": "inquiry-triage#consumer-1",
                        "message": "Connect to 127.0.0.1:1 failed", "event": "kafka_client_log", "log_level": "error"}]
+
+
+def test_different_clients_and_lines_are_not_folded_together_and_a_failing_handler_never_raises(monkeypatch):
+    handler = KafkaClientLogs(window_s=60)
+
+    def record(client, message):
+        return logging.LogRecord("librdkafka", logging.ERROR, __file__, 1, "%s [%s] %s", ("FAIL", client, message),
+                                 None)
+
+    with capture_logs() as events:
+        handler.handle(record("c#consumer-1", "Connect failed (after 0ms in state CONNECT)"))
+        handler.handle(record("c#consumer-1", "Connect failed (after 12ms in state CONNECT)"))  # the same line
+        handler.handle(record("c#producer-1", "Connect failed (after 0ms in state CONNECT)"))
+        handler.handle(record("c#consumer-1", "Metadata request failed"))
+    assert [(e["client"], e["message"][:14]) for e in events] == [
+        ("c#consumer-1", "Connect failed"), ("c#producer-1", "Connect failed"), ("c#consumer-1", "Metadata reque")]
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the log stream is gone")
+
+    monkeypatch.setattr(handler.folder, "admit", broken)
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # handleError reports to stderr only when this is set
+    handler.handle(record("c#consumer-1", "anything"))  # no exception out of the client's poll()

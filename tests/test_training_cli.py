@@ -34,7 +34,10 @@ def test_evaluate_names_what_is_wrong_with_a_csv(tmp_path):
         "empty.csv": (b"", "is empty"),
         "short.csv": (b"text,label\nhello,neutral\nno label here\n", "line 3: 1 field where the header has 2"),
         "long.csv": (b"text,label\nhello, there,neutral\n", "line 2: 3 fields where the header has 2"),
-        "latin1.csv": (b"text,label\ncaf\xe9,neutral\n", "is not UTF-8"),
+        "latin1.csv": (b"text,label\nfine,neutral\ncaf\xe9,neutral\n", "is not UTF-8 text (invalid continuation byte "
+                                                                     "at byte 27, line 3)"),
+        "quoted.csv": (b'text,label\n"two\nlines",neutral\n"unclosed,neutral\nx,y\n', "line 4: 1 field"),
+        "blank.csv": (b"\n\n", "is empty"),
         "twice.csv": (b"text,text,label\na,b,neutral\n", "appear more than once"),
         "columns.csv": (b"message,gold\nhi,neutral\n", "missing column(s) ['text', 'label']"),
     }

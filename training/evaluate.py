@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,29 +32,33 @@ def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[
         raise EvaluationError(f"{path} is a directory, not a CSV file")
     if not path.is_file():
         raise EvaluationError(f"{path}: no such file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise EvaluationError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}, line {line}); "
+                              "save it as UTF-8") from exc
     rows = []
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None:
-                raise EvaluationError(f"{path} is empty: expected a header row and labelled rows")
-            missing = [c for c in (text_column, label_column) if c not in reader.fieldnames]
-            if missing:
-                raise EvaluationError(f"{path}: missing column(s) {missing}; columns are {reader.fieldnames} "
-                                      "(--text-column and --label-column name them)")
-            twice = sorted({c for c in (text_column, label_column) if reader.fieldnames.count(c) > 1})
-            if twice:
-                raise EvaluationError(f"{path}: column(s) {twice} appear more than once in the header")
-            for row in reader:
-                if None in row or row[text_column] is None or row[label_column] is None:
-                    fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or ())
-                    raise EvaluationError(f"{path}, line {reader.line_num}: {fields} field{'s' * (fields != 1)} "
-                                          f"where the header has "
-                                          f"{len(reader.fieldnames)} (a missing comma or an unclosed quote?)")
-                rows.append((row[text_column], row[label_column].strip()))
-    except UnicodeDecodeError as exc:
-        raise EvaluationError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                              "save it as UTF-8") from exc
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames:
+            raise EvaluationError(f"{path} is empty: expected a header row and labelled rows")
+        missing = [c for c in (text_column, label_column) if c not in reader.fieldnames]
+        if missing:
+            raise EvaluationError(f"{path}: missing column(s) {missing}; columns are {reader.fieldnames} "
+                                  "(--text-column and --label-column name them)")
+        twice = sorted({c for c in (text_column, label_column) if reader.fieldnames.count(c) > 1})
+        if twice:
+            raise EvaluationError(f"{path}: column(s) {twice} appear more than once in the header")
+        first_line = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
+        for row in reader:
+            if None in row or row[text_column] is None or row[label_column] is None:
+                fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or ())
+                raise EvaluationError(f"{path}, line {first_line}: {fields} field{'s' * (fields != 1)} where the "
+                                      f"header has {len(reader.fieldnames)} (a missing comma or an unclosed quote?)")
+            rows.append((row[text_column], row[label_column].strip()))
+            first_line = reader.line_num + 1
     except csv.Error as exc:
         raise EvaluationError(f"{path}: not a readable CSV ({exc})") from exc
     if not rows:
