@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.utils import logging as hf_logging
 
 from model.artifacts import Manifest, read_manifest
-from model.errors import ArtifactError, InferenceError
+from model.errors import ArtifactError, InferenceError, ModelError
 
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -122,14 +122,18 @@ def _env_int(name: str, default: int) -> int:
     try:
         return max(1, int(value))
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+        raise ModelError(f"{name} must be a whole number, not {value!r}") from None
 
 
 def _env_flag(name: str, default: bool) -> bool:
     value = os.environ.get(name, "").strip().lower()
     if not value:
         return default
-    return value in ("1", "true", "yes", "on")
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ModelError(f"{name} must be one of 1/true/yes/on or 0/false/no/off, not {value!r}")
 
 
 class TextClassifier:

@@ -154,3 +154,17 @@ def test_a_tokenizer_that_does_not_fit_or_damaged_weights_are_refused(tiny_model
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ArtifactError, match="cannot load the model"):
         TextClassifier.load(tmp_path / "truncated", backend="torch")
+
+
+def test_cpu_plan_variables_are_checked(monkeypatch):
+    from model.classifier import _env_flag, _env_int
+    from model.errors import ModelError
+
+    monkeypatch.setenv("TRIAGE_PARALLEL_MODELS", "off")
+    assert _env_flag("TRIAGE_PARALLEL_MODELS", default=True) is False
+    monkeypatch.setenv("TRIAGE_PARALLEL_MODELS", "maybe")  # was silently false
+    with pytest.raises(ModelError, match="TRIAGE_PARALLEL_MODELS"):
+        _env_flag("TRIAGE_PARALLEL_MODELS", default=True)
+    monkeypatch.setenv("TRIAGE_TORCH_THREADS", "abc")  # was a ValueError traceback from the CLI
+    with pytest.raises(ModelError, match="whole number"):
+        _env_int("TRIAGE_TORCH_THREADS", default=1)
