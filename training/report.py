@@ -73,9 +73,9 @@ def intent_section(artifacts: Path, data_dir: Path, tmp: Path, train_missing: bo
     return lines
 
 
-def intent_models(artifacts: Path) -> list[Path]:
-    """The shipped intent model and the cross-release ones (present or not)."""
-    return [artifacts / "intent"] + [artifacts / f"intent-{t}" for t in CROSS_RELEASE]
+def intent_models(artifacts: Path) -> list[tuple[Path, str | None]]:
+    """(directory, the release a cross-release model trained on) of the shipped and cross-release intent models."""
+    return [(artifacts / "intent", None)] + [(artifacts / f"intent-{t}", t) for t in CROSS_RELEASE]
 
 
 def seen_by(model_dir: Path, data_dir: Path) -> tuple[str, list, list]:
@@ -125,7 +125,7 @@ def third_release_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[st
     if not path.is_file():
         return lines + [f"| (no {bitext.BITEXT_27K_SAMPLE} in {data_dir}) |||||||||"]
     variants = {"released": bitext.load_bitext_27k(path, fill=False), "filled": bitext.load_bitext_27k(path, seed=0)}
-    for model_dir in intent_models(artifacts):
+    for model_dir, _ in intent_models(artifacts):
         if not (model_dir / "manifest.json").is_file():
             continue
         train_on, trained, built = seen_by(model_dir, data_dir)
@@ -160,8 +160,7 @@ def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str
              "| model | trained with outlier exposure | not inquiries: confident "
              "| inquiries of the other release: confident |",
              "|---|---|---:|---:|"]
-    models = [(artifacts / "intent", None)] + [(artifacts / f"intent-{t}", t) for t in CROSS_RELEASE]
-    for model_dir, trained_on in models:
+    for model_dir, trained_on in intent_models(artifacts):
         if not (model_dir / "manifest.json").is_file():
             continue
         classifier = TextClassifier.load(model_dir)
