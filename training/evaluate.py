@@ -23,6 +23,7 @@ class Scored:
     probs: np.ndarray
     gold: np.ndarray
     metrics: dict
+    texts: tuple[str, ...] = ()
 
 
 def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
@@ -101,7 +102,7 @@ def score(classifier, texts: Sequence[str], labels: Sequence[str], batch_size: i
     known = list(classifier.labels)
     gold = gold_ids(labels, known)
     probs = classifier.predict_proba(list(texts), batch_size=batch_size or default_pass_size(classifier))
-    return Scored(known, probs, gold, classification_metrics(probs, gold, known))
+    return Scored(known, probs, gold, classification_metrics(probs, gold, known), tuple(texts))
 
 
 def evaluate_csv(task: str, model_dir: Path, csv_path: Path, text_column: str, label_column: str,
