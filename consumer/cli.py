@@ -39,7 +39,7 @@ RUN_OPTIONS: list[tuple[str, str, type, str]] = [
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "evaluate"):
+    if argv and argv[0] in ("train", "crossval", "evaluate"):
         from training.cli import main as training_main  # training is never imported by the service
 
         return training_main(argv)
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export_onnx)
 
     sub.add_parser("train", help="train the intent or sentiment model (triage train --help)", add_help=False)
+    sub.add_parser("crossval", help="leave-one-release-out cross-validation of the intent recipe "
+                   "(triage crossval intent --help)", add_help=False)
     sub.add_parser("evaluate", help="evaluate a model on a CSV (triage evaluate --help)", add_help=False)
     return parser
 

@@ -20,9 +20,22 @@ def test_train_defaults_match_recipes():
     for task, recipe in (("intent", INTENT_DEFAULTS), ("sentiment", SENTIMENT_DEFAULTS)):
         args = build_parser().parse_args(["train", task])
         parsed = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                             max_length=args.max_length, seed=args.seed, freeze_layers=args.freeze_layers)
+                             max_length=args.max_length, seed=args.seed, freeze_layers=args.freeze_layers,
+                             label_smoothing=args.label_smoothing, schedule=args.schedule)
         assert parsed == recipe
         assert args.output.name == task and args.data_dir.name == "data"
+
+
+def test_the_intent_recipe_of_the_cli_is_the_cross_validated_default():
+    from training.cli import _config, _intent_recipe
+    from training.intent import default_recipe
+
+    for command in (["train", "intent"], ["crossval", "intent"]):
+        args = build_parser().parse_args(command)
+        assert _intent_recipe(args, _config(args, command[0])) == default_recipe()
+    args = build_parser().parse_args(["train", "intent", "--no-augment", "--no-outlier-exposure"])
+    recipe = _intent_recipe(args, _config(args, "train"))
+    assert recipe.augmentation is None and not recipe.outlier_exposure
 
 
 def test_evaluate_names_what_is_wrong_with_a_csv(tmp_path):

@@ -44,7 +44,7 @@ def tiny_base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
-    for i, rel in enumerate((bitext.BITEXT_8K, bitext.BITEXT_4K5)):
+    for i, rel in enumerate((bitext.BITEXT_8K, bitext.BITEXT_4K5, bitext.BITEXT_27K_SAMPLE)):
         _subset(DATA_DIR / rel, root / rel, ROWS_PER_RELEASE, seed=i)
     return root
 
@@ -141,7 +141,7 @@ def test_report_scores_the_third_release_and_leaves_out_what_the_model_saw(train
     from training.report import third_release_section
 
     data = tmp_path / "data"
-    (data / "heldout").mkdir(parents=True)
+    (data / bitext.BITEXT_27K_SAMPLE).parent.mkdir(parents=True)
     (data / "bitext").symlink_to(sentiment_data / "bitext")
     labels = set(json.loads((trained / "manifest.json").read_text())["labels"])
     sample = [r for r in bitext.read_csv_rows(DATA_DIR / bitext.BITEXT_27K_SAMPLE) if r["intent"] in labels][:40]
@@ -193,6 +193,7 @@ SENTIMENT_FILES = {
     "customer_reviews/custrev.txt": 200,
     "tweeteval/val_text.txt": 60, "tweeteval/val_labels.txt": 60, "probe/customer_service_probe.csv": None,
     "written/customer_service_messages.csv": 150, "probe/customer_service_holdout.csv": 80,
+    "out_of_scope/out_of_scope.csv": None,
 }
 
 
@@ -256,3 +257,38 @@ def test_freezing_every_layer_is_a_usage_error(tiny_base, sentiment_data, tmp_pa
     assert "would freeze all 1 encoder layers" in capsys.readouterr().err
     assert not out.exists()
     assert main(["train", "intent", "--freeze-layers", "-2", "--output", str(out)]) == 2
+
+
+def test_crossval_trains_one_model_per_fold_and_the_shipped_model_takes_its_temperature(
+        tiny_base, sentiment_data, tmp_path, monkeypatch, capsys):
+    """`triage crossval intent` writes the folds; `train --train-on all` with the same recipe stores their T."""
+    from model.artifacts import read_manifest
+    from training import intent
+
+    out = tmp_path / "cv"
+    recipe = ["--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--epochs", "1", "--batch-size",
+              "16", "--max-length", "32", "--seed", "1", "--lr", "3e-3", "--freeze-layers", "-1"]
+    assert main(["crossval", "intent", *recipe, "--hold-out", "8k", "27k", "4k5+27k", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "crossval.json").read_text())
+    assert set(summary["folds"]) == {"8k", "27k", "4k5+27k"}
+    assert summary["worst_fold"]["held_out"] in ("8k", "27k")
+    for name, fold in summary["folds"].items():
+        assert fold["n"] > 50 and 0 <= fold["accuracy"] <= 1 and fold["temperature"] > 0
+        assert set(fold["out_of_scope_confident"]) == {"written", "sentences"}
+    assert summary["folds"]["8k"]["train_on"] == ["4k5", "27k"]
+    assert "| 27k | 4k5 + 8k |" in printed and (out / "crossval.md").is_file()
+    # the shipped recipe trains on all three releases and stores the temperature the folds pooled
+    monkeypatch.setattr(intent, "CROSSVAL_REPORT", out / "crossval.json")
+    model_dir = tmp_path / "intent"
+    assert main(["train", "intent", *recipe, "--output", str(model_dir)]) == 0
+    manifest = read_manifest(model_dir)
+    assert manifest.temperature == pytest.approx(summary["pooled_temperature"])
+    assert "crossval" in manifest.metrics["calibration"]["temperature_source"]
+    assert {Path(d.path).name for d in manifest.data if d.role == "train"} == {
+        Path(bitext.BITEXT_8K).name, Path(bitext.BITEXT_4K5).name, Path(bitext.BITEXT_27K_SAMPLE).name}
+    # another recipe was not cross-validated: its temperature is its own, and training says so
+    other = tmp_path / "intent-other"
+    assert main(["train", "intent", *recipe, "--label-smoothing", "0.05", "--output", str(other)]) == 0
+    assert "no cross-validation of this recipe" in capsys.readouterr().out
+    assert "crossval" not in read_manifest(other).metrics["calibration"]["temperature_source"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -15,8 +16,8 @@ from training.slots import fill_slots, has_slots, slot_entity
 BITEXT_4K5 = "bitext/customer_support_llm_training_4k5.csv"
 BITEXT_8K = "bitext/customer_service_training_8k.csv"
 RELEASES: dict[str, str] = {"4k5": BITEXT_4K5, "8k": BITEXT_8K}
-#: a sample of Bitext's 27K release for evaluation only, never trained on (data/heldout/SOURCE.md)
-BITEXT_27K_SAMPLE = "heldout/bitext_27k_sample.csv"
+#: a sample of Bitext's 27K release, the third release of the leave-one-release-out folds (data/bitext27k/SOURCE.md)
+BITEXT_27K_SAMPLE = "bitext27k/bitext_27k_sample.csv"
 
 #: category names of individual releases -> the name used by this project
 CATEGORY_ALIASES: dict[str, str] = {
@@ -155,6 +156,28 @@ def dedupe(items: Iterable[Inquiry]) -> list[Inquiry]:
 
 def normalise_key(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+_VALUE = re.compile(r"\{\{[^{}]*\}\}|[$€£]?\s?#?\d[\d,.\-]*|[^\w\s]")
+
+
+def template_key(text: str) -> str:
+    """``text`` with its slots, numbers and punctuation blanked: the template it was written from.
+
+    "cancel purchase 113542617735902?" and "cancel purchase {{Order Number}}" share one key, so a fold that
+    scores the first when it trained on the second is caught.
+    """
+    return re.sub(r"#(?: #)+", "#", " ".join(_VALUE.sub(" # ", text.lower()).split()))
+
+
+def entity_templates(path: Path) -> dict[str, str]:
+    """normalise_key(text) -> template_key of its ``{{Slot}}`` form, for the 4k5 rows that name an entity."""
+    out = {}
+    for row in read_csv_rows(path):
+        slotted = _slotted(row)
+        if slotted is not None:
+            out[normalise_key(" ".join(row["instruction"].split()))] = template_key(slotted.text)
+    return out
 
 
 def without_texts(items: Sequence[Inquiry], exclude: Iterable[Inquiry]) -> list[Inquiry]:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,6 +29,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     # -1: fine-tune every weight; N >= 0: keep the embeddings and the lowest N encoder layers as pretrained
     freeze_layers: int = -1
+    # share of the target mass spread over the other labels: keeps the logits of near-duplicate intents apart
+    label_smoothing: float = 0.0
+    # "linear": warmup then linear decay to 0; "constant": warmup then the peak rate to the end
+    schedule: str = "linear"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,9 +95,14 @@ def make_optimizer(model, config: TrainConfig, total_steps: int):
     )
     warmup = max(1, int(total_steps * config.warmup_ratio))
 
+    if config.schedule not in ("linear", "constant"):
+        raise ValueError(f"schedule is 'linear' or 'constant', not {config.schedule!r}")
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if config.schedule == "constant":
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -110,12 +119,16 @@ def train(
     desc: str = "train",
     outliers: Sequence[str] = (),
     outlier: OutlierExposure | None = None,
+    augment: Callable[[str, random.Random], str] | None = None,
 ) -> dict:
     """Fine-tune ``model`` in place; returns timing and loss statistics.
 
     ``outliers``: texts that belong to no label (outlier exposure, see :class:`OutlierExposure`). Each step
     also scores a few of them and pulls their predicted distribution towards uniform, so that text unlike
     any class gets a low confidence instead of a confident wrong label.
+
+    ``augment(text, rng)``: a label-preserving variant of a text, drawn afresh for every text each epoch
+    (:mod:`training.augment`), so no two epochs see the same wording.
     """
     seed_everything(config.seed)
     freeze_lower_layers(model, config.freeze_layers)
@@ -124,7 +137,8 @@ def train(
     exposure = _Outliers(tokenizer, outliers, outlier or OutlierExposure(), config) if outliers else None
     target = torch.tensor(list(labels), dtype=torch.long)
     weight = torch.tensor(class_weights, dtype=torch.float32, device=device.device) if class_weights else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    variants = random.Random(config.seed + 2)
     steps_per_epoch = -(-len(ids) // config.batch_size)
     total = max(1, round(steps_per_epoch * config.epochs))
     optimizer, scheduler = make_optimizer(model, config, total)
@@ -132,6 +146,8 @@ def train(
     started, step, losses = time.perf_counter(), 0, []
     with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True) as bar:
         while step < total:
+            if augment is not None:
+                ids = encode(tokenizer, [augment(text, variants) for text in texts], config.max_length)
             for index in bucketed_batches([len(x) for x in ids], config.batch_size, rng):
                 if step >= total:
                     break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +12,20 @@ import numpy as np
 from model.onnx import AccuracyCheck
 from training import data as bitext
 from training.artifact import data_file, save_artifact
+from training.augment import Augmentation, augment
 from training.calibration import calibration_report, fit_temperature, softmax
 from training.engine import OutlierExposure, TrainConfig, predict_logits, seed_everything, train
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
+from training.paths import REPORTS_DIR
 
-# the embeddings and the two lowest of MiniLM's six layers stay as pretrained (training/README.md, "Freezing")
-INTENT_DEFAULTS = TrainConfig(epochs=3.0, lr=1e-4, batch_size=32, max_length=64, seed=13, freeze_layers=2)
+# chosen by the worst leave-one-release-out fold (`triage crossval intent`, docs/model-card.md): every layer
+# fine-tuned at a constant rate for two epochs on label-preserving variants, targets smoothed by 0.1
+INTENT_DEFAULTS = TrainConfig(epochs=2.0, lr=1e-4, batch_size=32, max_length=64, seed=13, freeze_layers=-1,
+                              label_smoothing=0.1, schedule="constant")
+
+#: what ``triage crossval intent`` writes by default; the shipped model takes its temperature from it
+CROSSVAL_REPORT = REPORTS_DIR / "crossval" / "crossval.json"
 
 #: text that is not a customer-service inquiry, for outlier exposure: Reddit comments and movie-review sentences
 OUTLIER_ROWS = 6000
@@ -44,12 +52,69 @@ def outlier_texts(data_dir: Path, rows: int, seed: int) -> tuple[list[str], list
 
 
 def out_of_scope_texts(data_dir: Path) -> list[str]:
+    """GoEmotions and SST-5 test sentences: text in shared/ that is no inquiry (never trained on)."""
     return _sentences(data_dir, "test")
+
+
+#: texts written for this project that are none of the 27 intents (data/out_of_scope/SOURCE.md)
+WRITTEN_OUT_OF_SCOPE = "out_of_scope/out_of_scope.csv"
+
+
+def written_out_of_scope(data_dir: Path) -> list[tuple[str, str]]:
+    """(text, kind) of the written out-of-scope set: weather, chit-chat, other languages, gibberish, ..."""
+    return [(row["text"], row["kind"]) for row in bitext.read_csv_rows(Path(data_dir) / WRITTEN_OUT_OF_SCOPE)]
+
+
+def out_of_scope_sets(data_dir: Path) -> dict[str, list[str]]:
+    """The out-of-scope sets every evaluation scores: the written one and the sentences from shared/."""
+    return {"written": [t for t, _ in written_out_of_scope(data_dir)], "sentences": out_of_scope_texts(data_dir)}
 
 
 def confident_share(probabilities: np.ndarray, threshold: float = ABSTAIN_THRESHOLD) -> float:
     """The share of texts whose top intent reaches ``threshold`` (the ones not sent to a human for it)."""
     return round(float((probabilities.max(axis=1) >= threshold).mean()), 4) if len(probabilities) else 0.0
+
+
+@dataclass(frozen=True)
+class IntentRecipe:
+    """Everything that decides how an intent model learns, besides the data it is given."""
+
+    config: TrainConfig = INTENT_DEFAULTS
+    augmentation: Augmentation | None = None
+    outlier_exposure: bool = False
+
+    def as_dict(self) -> dict:
+        return {**self.config.as_dict(),
+                "augmentation": self.augmentation.as_dict() if self.augmentation else None,
+                "outlier_exposure": self.outlier_exposure}
+
+
+def default_augmentation() -> Augmentation:
+    return Augmentation()
+
+
+def default_recipe() -> IntentRecipe:
+    """The recipe ``triage train intent`` uses without options."""
+    return IntentRecipe(INTENT_DEFAULTS, default_augmentation(), outlier_exposure=True)
+
+
+def fit_intent(data_dir: Path, items: list[bitext.Inquiry], labels: list[str], base_model: str,
+               recipe: IntentRecipe, desc: str = "intent"):
+    """Fine-tune ``base_model`` on ``items`` with ``recipe``: (model, tokenizer, device, stats)."""
+    outliers = outlier_texts(data_dir, OUTLIER_ROWS, recipe.config.seed)[0] if recipe.outlier_exposure else []
+    label_id = {label: i for i, label in enumerate(labels)}
+    seed_everything(recipe.config.seed)  # the new classification head is initialised here
+    model, tokenizer = load_base(base_model, labels)
+    device = pick_device()
+    variant = None
+    if recipe.augmentation is not None:
+        config = recipe.augmentation
+
+        def variant(text: str, rng: random.Random) -> str:
+            return augment(text, rng, config)
+    stats = train(model, tokenizer, [x.text for x in items], [label_id[x.intent] for x in items],
+                  recipe.config, device, desc=desc, outliers=outliers, outlier=OutlierExposure(), augment=variant)
+    return model, tokenizer, device, stats
 
 
 @dataclass(frozen=True)
@@ -66,16 +131,22 @@ def _file_rows(items: list[bitext.Inquiry]) -> int:
 
 
 def make_split(data_dir: Path, train_on: str, slot_augment: bool, seed: int) -> IntentSplit:
-    """``train_on`` = 8k or 4k5 validates on the other release; ``both`` holds out 10% for calibration."""
+    """``train_on`` = 8k or 4k5 validates on the other release; ``all`` (4k5 + 8k + the 27K sample) and
+    ``both`` (4k5 + 8k) hold out 10% of each intent for the int8 export's checks and an in-distribution score."""
     paths = {name: Path(data_dir) / rel for name, rel in bitext.RELEASES.items()}
     releases = {name: bitext.load_release(data_dir, name, slot_augment) for name in paths}
-    if train_on == "both":
-        combined = bitext.dedupe(releases["8k"] + releases["4k5"])
+    if train_on in ("all", "both"):
+        names = ["8k", "4k5"]
+        if train_on == "all":
+            paths["27k"] = Path(data_dir) / bitext.BITEXT_27K_SAMPLE
+            releases["27k"] = bitext.load_bitext_27k(paths["27k"], fill=False)
+            names.append("27k")
+        combined = bitext.dedupe(x for n in names for x in releases[n])
         train_rows, held = bitext.stratified_holdout(combined, 0.1, seed, key=lambda item: item.intent)
-        files = [data_file(paths[n], _file_rows(releases[n]), "train") for n in ("8k", "4k5")]
+        files = [data_file(paths[n], _file_rows(releases[n]), "train") for n in names]
         return IntentSplit(train_rows, held, "calibration", files)
     if train_on not in releases:
-        raise ValueError(f"--train-on must be both, 8k or 4k5, not {train_on!r}")
+        raise ValueError(f"--train-on must be all, both, 8k or 4k5, not {train_on!r}")
     other = "4k5" if train_on == "8k" else "8k"
     train_rows = releases[train_on]
     plain_other = bitext.load_release(data_dir, other, slot_augment=False)
@@ -84,34 +155,54 @@ def make_split(data_dir: Path, train_on: str, slot_augment: bool, seed: int) -> 
     return IntentSplit(train_rows, held, "validation", files)
 
 
+def cross_release_temperature(recipe: IntentRecipe, base_model: str, report: Path | None = None) -> float | None:
+    """The temperature ``triage crossval`` pooled over the held-out releases, if it measured this recipe.
+
+    A temperature fitted on texts like the training texts is too low for a release the model has not read
+    (the model is surer there than it is right), so a model trained on every release stores this one.
+    """
+    try:
+        summary = json.loads(Path(report or CROSSVAL_REPORT).read_text())
+    except (OSError, ValueError):
+        return None
+    same_base = Path(str(summary.get("base_model", ""))).name == Path(base_model).name
+    if summary.get("recipe") != recipe.as_dict() or not same_base or "pooled_temperature" not in summary:
+        return None
+    return float(summary["pooled_temperature"])
+
+
 def train_intent(
     data_dir: Path,
     output: Path,
     base_model: str,
-    config: TrainConfig = INTENT_DEFAULTS,
-    train_on: str = "both",
+    recipe: IntentRecipe | None = None,
+    train_on: str = "all",
     slot_augment: bool = True,
-    outlier_exposure: bool = False,
 ):
     """Train, calibrate and save an intent artifact; returns its Manifest."""
+    recipe = recipe or default_recipe()
+    config = recipe.config
     split = make_split(data_dir, train_on, slot_augment, config.seed)
-    outliers, outlier_files = outlier_texts(data_dir, OUTLIER_ROWS, config.seed) if outlier_exposure else ([], [])
-    exposure = OutlierExposure()
+    outlier_files = outlier_texts(data_dir, OUTLIER_ROWS, config.seed)[1] if recipe.outlier_exposure else []
     categories = bitext.category_map(split.train + split.held_out)
     labels = sorted(categories)
     label_id = {label: i for i, label in enumerate(labels)}
-    seed_everything(config.seed)  # the new classification head is initialised here
-    model, tokenizer = load_base(base_model, labels)
-    device = pick_device()
     print(f"intent: {len(split.train)} training texts, {len(split.held_out)} {split.held_out_role} texts, "
-          f"{len(labels)} intents, device {device.description}")
-    if outliers:
-        print(f"intent: outlier exposure on {len(outliers)} texts that are not inquiries (GoEmotions, SST-5)")
-    stats = train(model, tokenizer, [x.text for x in split.train], [label_id[x.intent] for x in split.train],
-                  config, device, desc="intent", outliers=outliers, outlier=exposure)
+          f"{len(labels)} intents, device {pick_device().description}")
+    if recipe.outlier_exposure:
+        print(f"intent: outlier exposure on {OUTLIER_ROWS} texts that are not inquiries (GoEmotions, SST-5)")
+    model, tokenizer, device, stats = fit_intent(data_dir, split.train, labels, base_model, recipe)
     gold = np.array([label_id[x.intent] for x in split.held_out])
     logits = predict_logits(model, tokenizer, [x.text for x in split.held_out], device, config.max_length)
-    temperature = fit_temperature(logits, gold)
+    temperature, source = fit_temperature(logits, gold), f"fitted on the {split.held_out_role} texts"
+    if split.held_out_role == "calibration":
+        cross = cross_release_temperature(recipe, base_model)
+        if cross is not None:
+            temperature, source = cross, "pooled over the held-out releases of triage crossval (reports/crossval)"
+        else:
+            print("intent: no cross-validation of this recipe in reports/crossval: the temperature is fitted on "
+                  "texts like the training texts, so the model will be over-confident on unseen wording "
+                  "(run `triage crossval intent` with the same options, then train again)")
     held_probs = softmax(logits, temperature)
     held_metrics = classification_metrics(held_probs, gold, labels)
     scope_texts = out_of_scope_texts(data_dir)
@@ -119,14 +210,15 @@ def train_intent(
     metrics = {
         split.held_out_role: summary(held_metrics),
         f"{split.held_out_role}_per_class": held_metrics["per_class"],
-        "calibration": calibration_report(logits, gold, temperature),
+        "calibration": calibration_report(logits, gold, temperature) | {"temperature_source": source},
         "out_of_scope": {"sources": list(OUT_OF_SCOPE_SOURCES), "n": len(scope_texts), "threshold": ABSTAIN_THRESHOLD,
                          "confident_share": confident_share(scope_probs),
                          f"{split.held_out_role}_confident_share": confident_share(held_probs)},
         "training": stats | {"device": device.description},
     }
-    hparams = config.as_dict() | {"train_on": train_on, "slot_augment": slot_augment,
-                                  "outlier_exposure": exposure.as_dict() | {"rows": len(outliers)} if outliers else None}
+    hparams = recipe.as_dict() | {"train_on": train_on, "slot_augment": slot_augment,
+                                  "outlier_exposure": (OutlierExposure().as_dict() | {"rows": OUTLIER_ROWS}
+                                                       if recipe.outlier_exposure else None)}
     manifest = save_artifact(output, model, tokenizer, {
         "task": "intent", "base_model": base_model, "labels": labels, "categories": categories,
         "temperature": temperature, "max_length": config.max_length, "data": split.files + outlier_files,
@@ -134,7 +226,7 @@ def train_intent(
     }, probe_texts=random.Random(config.seed).sample([x.text for x in split.held_out], min(1000, len(split.held_out))),
        checks=[AccuracyCheck(split.held_out_role, [x.text for x in split.held_out], gold)])
     print(f"intent: {split.held_out_role} accuracy {held_metrics['accuracy']:.4f}, "
-          f"T={temperature:.3f}, saved {output} ({manifest.version})")
+          f"T={temperature:.3f} ({source}), saved {output} ({manifest.version})")
     print(f"intent: confidence >= {ABSTAIN_THRESHOLD} on {metrics['out_of_scope']['confident_share']:.1%} of "
           f"{len(scope_texts)} texts that are not inquiries, on "
           f"{metrics['out_of_scope'][f'{split.held_out_role}_confident_share']:.1%} of the {split.held_out_role} inquiries")
