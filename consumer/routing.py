@@ -17,6 +17,7 @@ REASON_HUMAN_INTENT = "intent_needs_human"
 REASON_HUMAN_CATEGORY = "category_needs_human"
 REASON_NEGATIVE = "negative_sentiment"
 REASON_LOW_CONFIDENCE = "low_intent_confidence"
+REASON_OUT_OF_SCOPE = "out_of_scope"
 REASON_AUTOMATABLE = "automatable_intent"
 
 
@@ -63,6 +64,8 @@ class RoutingPolicy(BaseModel):
             reasons.append(REASON_HUMAN_CATEGORY)
         if sentiment.label == "negative" and sentiment.score >= self.negative_threshold:
             reasons.append(REASON_NEGATIVE)
+        if intent.out_of_scope is not None:
+            reasons.append(REASON_OUT_OF_SCOPE)
         if intent.confidence < self.abstain_threshold:
             reasons.append(REASON_LOW_CONFIDENCE)
         if reasons:

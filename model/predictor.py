@@ -13,6 +13,7 @@ import numpy as np
 
 from model.classifier import CpuPlan, TextClassifier, choose_device, cpu_plan
 from model.errors import ArtifactError, InferenceError
+from model.scope import ScopeGate
 from schemas import IntentResult, LabelScore, ModelVersions, SentimentResult
 
 
@@ -47,6 +48,7 @@ class TriageModel:
         # than a pass (TextClassifier.passes); a GPU wants the whole batch at once.
         self.batch_size = batch_size or default_pass_size(intent)
         self.versions = ModelVersions(intent=intent.version, sentiment=sentiment.version)
+        self.scope = ScopeGate.for_tokenizer(intent.tokenizer)
         # Both models are usually fine-tuned from the same base: then one tokenization serves both.
         signature = intent.tokenizer_signature
         self.shared_tokenizer = signature is not None and signature == sentiment.tokenizer_signature
@@ -94,7 +96,8 @@ class TriageModel:
             raise InferenceError(f"model raised {type(exc).__name__}") from exc
         if not (np.isfinite(intent_probs).all() and np.isfinite(sentiment_probs).all()):
             raise InferenceError("model returned non-finite scores")
-        return [self._prediction(i, s) for i, s in zip(intent_probs, sentiment_probs)]
+        return [self._prediction(i, s, self.scope.reason(text))
+                for i, s, text in zip(intent_probs, sentiment_probs, texts)]
 
     def _probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         intent_ids = self.intent.encode(texts)
@@ -123,7 +126,7 @@ class TriageModel:
                 helper.result()
         return self.intent.proba_from_logits(intent_out), self.sentiment.proba_from_logits(sentiment_out)
 
-    def _prediction(self, intent_row: np.ndarray, sentiment_row: np.ndarray) -> Prediction:
+    def _prediction(self, intent_row: np.ndarray, sentiment_row: np.ndarray, scope: str | None = None) -> Prediction:
         labels = self.intent.labels
         top = np.argsort(-intent_row)[: self.top_k]
         best = labels[top[0]]
@@ -132,6 +135,7 @@ class TriageModel:
             category=self.intent.manifest.categories[best],
             confidence=_prob(intent_row[top[0]]),
             top_k=[LabelScore(label=labels[i], score=_prob(intent_row[i])) for i in top],
+            out_of_scope=scope,
         )
         s_labels = self.sentiment.labels
         s_best = int(np.argmax(sentiment_row))

@@ -55,6 +55,8 @@ class IntentResult(BaseModel):
     category: str
     confidence: Probability
     top_k: list[LabelScore] = Field(min_length=1)
+    #: set when the text is none of the intents whatever the scores say: "no_words", "unsupported_script"
+    out_of_scope: str | None = None
 
 
 class SentimentResult(BaseModel):
