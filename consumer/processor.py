@@ -5,6 +5,7 @@ Pure logic, no I/O: the runner hands it messages and publishes what it returns, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -91,6 +92,8 @@ class Processor:
                 payload, text = decode(message.value(), self.max_text_chars)
             except Rejection as rejection:
                 records[index] = self.dead_letter(message, rejection)
+            except Exception as exc:  # each record under its own guard: one record never stops the batch
+                records[index] = self.dead_letter(message, Rejection("decode", type(exc).__name__, _short(str(exc))))
             else:
                 accepted.append(_Accepted(index, payload, text))
         self._predict_isolating(accepted)
@@ -99,8 +102,13 @@ class Processor:
             message = messages[item.index]
             if item.rejection is not None:
                 records[item.index] = self.dead_letter(message, item.rejection)
-            else:
+                continue
+            try:
                 records[item.index] = self._enriched(message, item, processed_at)
+            except Exception as exc:  # e.g. orjson cannot write a body nested deeper than 254 levels
+                # the exception's text may quote the input; name the class and where it stopped only
+                records[item.index] = self.dead_letter(message, Rejection(
+                    "encode", type(exc).__name__, f"the enriched event cannot be written: {_short(str(exc), 120)}"))
         return [r for r in records if r is not None]
 
     def _predict_isolating(self, items: list[_Accepted]) -> None:
@@ -138,7 +146,7 @@ class Processor:
             topic=self.topics.for_route(route),
             key=message.key(),
             value=orjson.dumps(payload),
-            headers=list(message.headers() or []),
+            headers=input_headers(message),
             source=message,
             route=route,
             intent=prediction.intent.label,
@@ -158,11 +166,41 @@ class Processor:
             topic=self.topics.dlq,
             key=message.key(),
             value=message.value(),
-            headers=list(message.headers() or []) + headers.to_kafka(),
+            headers=input_headers(message) + headers.to_kafka(),
             source=message,
             route="dlq",
             error=rejection.error_class,
         )
+
+
+#: the service's own header prefix: input headers under it are dropped, never passed on as ours
+OWN_HEADER_PREFIX = "triage"
+#: the key the service writes its answer under; an input that already has it is refused (a replay of the
+#: service's own output, or a loop between topics)
+RESERVED_KEY = "triage"
+
+
+def input_headers(message: KafkaMessage) -> Headers:
+    """The input's headers that travel on, as (str, bytes): unreadable ones are dropped, and so are any named
+    ``triage*`` (a producer must not be able to forge the service's own headers, e.g. a dead letter's)."""
+    try:
+        raw = message.headers() or []
+    except Exception:  # e.g. a header name that is not UTF-8: confluent-kafka raises while decoding it
+        return []
+    out: Headers = []
+    for item in raw:
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            continue
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", errors="replace")
+        if not isinstance(key, str) or key.lower().startswith(OWN_HEADER_PREFIX):
+            continue
+        if value is not None and not isinstance(value, bytes):
+            value = str(value).encode("utf-8", errors="replace")
+        out.append((key, value))
+    return out
 
 
 def decode(value: bytes | None, max_text_chars: int) -> tuple[dict, str]:
@@ -182,6 +220,12 @@ def decode(value: bytes | None, max_text_chars: int) -> tuple[dict, str]:
         raise Rejection("decode", "InvalidJson", f"value is not JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(payload, dict):
         raise Rejection("decode", "NotAnObject", f"value is a JSON {type(payload).__name__}, not an object")
+    if _lost_integer(payload, value):
+        raise Rejection("decode", "NumberOutOfRange", "value holds an integer beyond 64 bits, which the JSON parser "
+                        "reads as an inexact float: publishing it would change the number")
+    if RESERVED_KEY in payload:
+        raise Rejection("validate", "ReservedKey", f"the {RESERVED_KEY!r} key is the service's own output; an input "
+                        "must not carry it (is an output topic being read back as input?)")
     try:
         event = InquiryEvent.model_validate(payload)
     except ValidationError as exc:
@@ -191,6 +235,25 @@ def decode(value: bytes | None, max_text_chars: int) -> tuple[dict, str]:
             "validate", "TextTooLong", f"text has {len(event.text)} characters, more than {max_text_chars}"
         )
     return payload, event.text
+
+
+_LONG_INTEGER = re.compile(rb"(?<![\w.\"])-?\d{19,}(?![\d.eE])")
+
+
+def _lost_integer(payload: dict, raw: bytes) -> bool:
+    """orjson reads an integer beyond 64 bits as a float: an integral float that large, with such a long run of
+    digits in the raw bytes, was an integer the output would no longer carry exactly."""
+    stack: list = [payload]
+    found = False
+    while stack and not found:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and abs(item) >= 2**63 and item.is_integer():
+            found = True
+    return found and _LONG_INTEGER.search(raw) is not None
 
 
 def _describe(exc: ValidationError) -> str:

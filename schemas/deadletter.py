@@ -1,7 +1,8 @@
 """Headers of a dead letter on ``inquiries.dlq``.
 
 The dead letter's key and value are the original bytes, untouched, and its headers are the original
-headers followed by the ``triage.*`` headers below. Messages never contain inquiry text.
+headers (less any whose name starts with ``triage``: those are the service's own, never taken from input)
+followed by the ``triage.*`` headers below. Messages never contain inquiry text.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-ErrorStage = Literal["decode", "validate", "inference", "publish"]
+#: decode: not a JSON object; validate: not an inquiry; inference: the model failed on it; encode: its enriched
+#: event cannot be written (nesting too deep for JSON output, for one); publish: the broker refused it
+ErrorStage = Literal["decode", "validate", "inference", "encode", "publish"]
 
 HEADER_STAGE = "triage.error.stage"
 HEADER_CLASS = "triage.error.class"
@@ -38,7 +41,7 @@ class DeadLetterHeaders(BaseModel):
         return [
             (HEADER_STAGE, self.stage.encode()),
             (HEADER_CLASS, self.error_class.encode()),
-            (HEADER_MESSAGE, self.message.encode()),
+            (HEADER_MESSAGE, self.message.encode("utf-8", "replace")),
             (HEADER_TOPIC, self.source_topic.encode()),
             (HEADER_PARTITION, str(self.source_partition).encode()),
             (HEADER_OFFSET, str(self.source_offset).encode()),

@@ -72,12 +72,17 @@ def test_every_bad_record_kind_is_dead_lettered_untouched(tiny_model, kind):
     assert routed.topic == "out.auto"
 
 
-def test_unknown_fields_and_existing_triage_key_are_handled(tiny_model):
-    value = inquiry("e-9", "track my order thanks", triage="client supplied", nested={"a": [1, 2.5, None]})
+def test_unknown_fields_pass_through_and_an_existing_triage_key_is_refused(tiny_model):
+    value = inquiry("e-9", "track my order thanks", nested={"a": [1, 2.5, None]})
     record = make_processor(tiny_model).process([FakeMessage(value)])[0]
     payload = orjson.loads(record.value)
     assert payload["nested"] == {"a": [1, 2.5, None]}
-    assert isinstance(payload["triage"], dict)  # the service's triage block wins
+    assert isinstance(payload["triage"], dict)
+    # the triage key is the service's own: overwriting a client's would lose it, reading our output back loops
+    clash = inquiry("e-10", "track my order thanks", triage="client supplied")
+    dead = make_processor(tiny_model).process([FakeMessage(clash)])[0]
+    assert dead.route == "dlq" and dead.value == clash
+    assert DeadLetterHeaders.from_kafka(dead.headers).error_class == "ReservedKey"
 
 
 class FlakyModel:
