@@ -24,6 +24,7 @@ import numpy as np
 
 from training import data as bitext
 from training.calibration import expected_calibration_error, fit_temperature, softmax
+from model.scope import ScopeGate
 from training.slots import fill_slots, has_slots
 
 #: the three vendored releases a fold can hold out
@@ -136,15 +137,15 @@ def run_crossval(data_dir: Path, base_model: str, recipe, held_out: tuple[str, .
                  out_dir: Path | None = None, out_of_scope: dict[str, list[str]] | None = None) -> dict:
     """Train ``recipe`` once per fold, score each held-out release; returns (and writes) the summary.
 
-    ``out_of_scope``: named sets of texts that are no inquiry; each fold reports the share of them that still
-    reaches the abstain threshold (and would be answered by a bot)."""
+    ``out_of_scope``: named sets of texts that are no inquiry; each fold reports the share of them a bot would
+    still answer: the top intent at the abstain threshold or above, and not marked by :mod:`model.scope`."""
     from training.engine import predict_logits
     from training.intent import fit_intent
 
     folds = make_folds(data_dir, held_out)
     labels = sorted(bitext.category_map(x for f in folds for x in f.train + f.test))
     label_id = {label: i for i, label in enumerate(labels)}
-    results, logits, gold, scope = {}, {}, {}, {}
+    results, logits, gold, scope, gated = {}, {}, {}, {}, {}
     for fold in folds:
         print(f"crossval: fold {fold.held_out}: train on {' + '.join(fold.train_on)} ({len(fold.train)} texts), "
               f"score {fold.held_out} ({len(fold.test)} unseen texts)")
@@ -153,19 +154,21 @@ def run_crossval(data_dir: Path, base_model: str, recipe, held_out: tuple[str, .
         logits[fold.held_out] = predict_logits(model, tokenizer, [x.text for x in fold.test], device,
                                                recipe.config.max_length)
         gold[fold.held_out] = np.array([label_id[x.intent] for x in fold.test])
+        gate = ScopeGate.for_tokenizer(tokenizer)
         for set_name, texts in (out_of_scope or {}).items():
             scope[f"{fold.held_out}/{set_name}"] = predict_logits(model, tokenizer, texts, device,
                                                                   recipe.config.max_length)
+            gated[f"{fold.held_out}/{set_name}"] = np.array([gate.reason(t) is not None for t in texts])
         acc = float((logits[fold.held_out].argmax(1) == gold[fold.held_out]).mean())
         print(f"crossval: fold {fold.held_out}: accuracy {acc:.4f}")
         results[fold.held_out] = {"train_on": fold.train_on, "n_train": len(fold.train),
                                   "train_seconds": stats["train_seconds"]}
     summary = summarise(results, logits, gold, labels) | {"recipe": recipe.as_dict(), "base_model": base_model}
-    for key, z in scope.items():
+    for key, z in scope.items():  # answered by a bot: confident, and not marked out of scope by the rules
         name, set_name = key.split("/")
         fold = summary["folds"][name]
-        fold.setdefault("out_of_scope_confident", {})[set_name] = round(
-            float((softmax(z, fold["temperature"]).max(axis=1) >= ABSTAIN_THRESHOLD).mean()), 4)
+        confident = softmax(z, fold["temperature"]).max(axis=1) >= ABSTAIN_THRESHOLD
+        fold.setdefault("out_of_scope_confident", {})[set_name] = round(float((confident & ~gated[key]).mean()), 4)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +176,7 @@ def run_crossval(data_dir: Path, base_model: str, recipe, held_out: tuple[str, .
         np.savez_compressed(out_dir / "crossval-logits.npz", labels=np.array(labels),
                             **{f"logits_{k}": v for k, v in logits.items()}, **{f"gold_{k}": v for k, v in gold.items()},
                             **{f"scope_{k.replace('/', '_')}": v for k, v in scope.items()})
-        (out_dir / "crossval.md").write_text(markdown(summary) + "\n")
+        (out_dir / "crossval.md").write_text(markdown(summary) + "\n\n" + markdown_detail(summary) + "\n")
     return summary
 
 
@@ -195,3 +198,44 @@ def markdown(summary: dict) -> str:
                      f"(macro-F1 {w['macro_f1']:.4f}); mean {summary['mean_accuracy']:.4f}. ")
     lines[-1] += f"Temperature pooled over every fold: {summary['pooled_temperature']:.3f}."
     return "\n".join(lines)
+
+
+def markdown_detail(summary: dict) -> str:
+    """Per-intent F1 on every fold, and each fold's worst confusions."""
+    folds = summary["folds"]
+    names = list(folds)
+    intents = sorted({i for f in folds.values() for i in f["per_class"]})
+    lines = ["| intent | " + " | ".join(f"F1 {n}" for n in names) + " |", "|---|" + "---:|" * len(names)]
+    for intent in intents:
+        cells = []
+        for n in names:
+            row = folds[n]["per_class"].get(intent)
+            cells.append(f"{row['f1']:.3f}" if row and row["support"] else "–")
+        lines.append(f"| {intent} | " + " | ".join(cells) + " |")
+    for n in names:
+        pairs = ", ".join(f"{c['true']} → {c['predicted']} {c['count']}" for c in folds[n]["top_confusions"][:5])
+        lines += ["", f"Fold {n}, most frequent confusions (true → predicted, texts): {pairs or 'none'}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render a crossval.json as markdown; ``--embed FILE`` also puts it between FILE's crossval markers."""
+    import argparse
+
+    from training.paths import REPORTS_DIR
+    from training.report import embed
+
+    parser = argparse.ArgumentParser(prog="python -m training.crossval", description=main.__doc__)
+    parser.add_argument("summary", type=Path, nargs="?", default=REPORTS_DIR / "crossval" / "crossval.json")
+    parser.add_argument("--embed", type=Path, default=None, metavar="FILE")
+    args = parser.parse_args(argv)
+    summary = json.loads(args.summary.read_text())
+    text = markdown(summary) + "\n\n" + markdown_detail(summary)
+    print(text)
+    if args.embed:
+        embed(args.embed, text, "<!-- crossval:start -->", "<!-- crossval:end -->")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

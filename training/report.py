@@ -146,33 +146,42 @@ def third_release_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[st
 
 
 def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str]:
-    """How often text that is not an inquiry still gets an intent confident enough to skip a human."""
+    """How often text that is no inquiry would still be answered by a bot: a top intent at the abstain threshold
+    or above, and not marked out of scope by the rules of :mod:`model.scope`."""
+    from collections import Counter
+
     from model import TextClassifier
     from model.predictor import default_pass_size
-    from training.intent import ABSTAIN_THRESHOLD, OUT_OF_SCOPE_SOURCES, confident_share, out_of_scope_texts
+    from model.scope import ScopeGate
+    from training.intent import ABSTAIN_THRESHOLD, OUT_OF_SCOPE_SOURCES, out_of_scope_texts, written_out_of_scope
 
-    scope = out_of_scope_texts(data_dir)
+    written = written_out_of_scope(data_dir)
+    sentences = out_of_scope_texts(data_dir)
+    kinds = sorted({k for _, k in written})
     lines = ["## Intent: text that is not an inquiry", "",
-             f"Share of texts whose top intent reaches the routing policy's abstain threshold ({ABSTAIN_THRESHOLD}), "
-             "so that they are not sent to a human for low confidence: "
-             f"{len(scope)} sentences that are not inquiries ({' + '.join(OUT_OF_SCOPE_SOURCES)}, never trained on), "
-             "against the inquiries of the other release. Models run as the service runs them.", "",
-             "| model | trained with outlier exposure | not inquiries: confident "
-             "| inquiries of the other release: confident |",
-             "|---|---|---:|---:|"]
-    for model_dir, trained_on in intent_models(artifacts):
+             f"Share of texts a bot would still answer (top intent at or above the abstain threshold, "
+             f"{ABSTAIN_THRESHOLD}, and not marked `out_of_scope`): the {len(written)} written out-of-scope texts "
+             f"(`data/out_of_scope/`, by kind) and {len(sentences)} sentences that are not inquiries "
+             f"({' + '.join(OUT_OF_SCOPE_SOURCES)}); never trained on. The rest goes to a person. Models run as "
+             "the service runs them.", "",
+             "| model | written: answered | " + " | ".join(kinds) + " | sentences: answered |",
+             "|---|---:|" + "---:|" * len(kinds) + "---:|"]
+    for model_dir, _trained_on in intent_models(artifacts):
         if not (model_dir / "manifest.json").is_file():
             continue
         classifier = TextClassifier.load(model_dir)
-        exposure = classifier.manifest.hyperparameters.get("outlier_exposure")
-        inquiries = "– (trained on both)"
-        if trained_on is not None:
-            with open(intent_validation_csv(data_dir, trained_on, tmp), encoding="utf-8", newline="") as handle:
-                texts = [row["text"] for row in csv.DictReader(handle)]
-            inquiries = f"{confident_share(classifier.predict_proba(texts, default_pass_size(classifier))):.4f}"
-        lines.append(f"| `{model_dir.name}` | {'yes' if exposure else 'no'} | "
-                     f"{confident_share(classifier.predict_proba(scope, default_pass_size(classifier))):.4f} | "
-                     f"{inquiries} |")
+        gate = ScopeGate.for_tokenizer(classifier.tokenizer)
+
+        def answered(texts: list[str]) -> list[bool]:
+            probs = classifier.predict_proba(texts, default_pass_size(classifier))
+            return [bool(p.max() >= ABSTAIN_THRESHOLD) and gate.reason(t) is None for p, t in zip(probs, texts)]
+
+        flags = answered([t for t, _ in written])
+        by_kind = Counter(k for (_, k), a in zip(written, flags) if a)
+        total = Counter(k for _, k in written)
+        cells = " | ".join(f"{by_kind[k]}/{total[k]}" for k in kinds)
+        lines.append(f"| `{model_dir.name}` | {sum(flags) / len(flags):.1%} | {cells} | "
+                     f"{sum(answered(sentences)) / len(sentences):.1%} |")
     return lines
 
 
@@ -268,10 +277,10 @@ def main(argv: list[str] | None = None) -> int:
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def embed(readme: Path, body: str) -> None:
-    """Replace what stands between the results markers of ``readme`` with ``body``."""
+def embed(readme: Path, body: str, start_marker: str = README_START, end_marker: str = README_END) -> None:
+    """Replace what stands between the markers of ``readme`` (the results markers by default) with ``body``."""
     text = readme.read_text()
-    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    start, end = text.index(start_marker) + len(start_marker), text.index(end_marker)
     readme.write_text(text[:start] + "\n" + body.strip() + "\n" + text[end:])
 
 
