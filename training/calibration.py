@@ -20,14 +20,19 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
         return 0.0
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     ece = 0.0
     for b in range(bins):
         mask = which == b
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(ece)
+
+
+def confidence_bins(confidence: np.ndarray, bins: int = 15) -> np.ndarray:
+    """The equal-width bin (0 .. bins-1) of each confidence: the bins of the ECE and the reliability diagram."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -68,9 +67,9 @@ def make_folds(data_dir: Path, held_out: tuple[str, ...] = FOLD_RELEASES) -> lis
             raise ValueError(f"cannot hold out {name!r}: hold out one or two of {list(FOLD_RELEASES)}, joined by '+'")
         train = bitext.dedupe(x for other in FOLD_RELEASES if other not in parts
                               for x in load_fold_release(data_dir, other, for_training=True))
-        test = bitext.without_texts(bitext.dedupe(x for part in parts
-                                                  for x in load_fold_release(data_dir, part, for_training=False)), train)
-        test = without_templates(test, train, slotted)
+        test = without_templates(bitext.dedupe(x for part in parts
+                                               for x in load_fold_release(data_dir, part, for_training=False)),
+                                 train, slotted)  # a text the training set has shares its template too
         rng = random.Random(0)
         test = [x if not has_slots(x.text) else replace(x, text=fill_slots(x.text, rng))
                 for x in test]
@@ -88,13 +87,9 @@ def without_templates(test: list[bitext.Inquiry], train: list[bitext.Inquiry],
             and slotted.get(bitext.normalise_key(x.text)) not in seen]
 
 
-def top_confusions(gold: np.ndarray, pred: np.ndarray, labels: list[str], k: int = 10) -> list[dict]:
-    pairs = Counter((int(g), int(p)) for g, p in zip(gold, pred, strict=True) if g != p)
-    return [{"true": labels[g], "predicted": labels[p], "count": n} for (g, p), n in pairs.most_common(k)]
-
-
 def fold_scores(logits: np.ndarray, gold: np.ndarray, labels: list[str], temperature: float) -> dict:
-    from training.metrics import classification_metrics
+    from training.metrics import classification_metrics, confusion
+    from training.render import worst_confusions
 
     probs = softmax(logits, temperature)
     m = classification_metrics(probs, gold, labels)
@@ -105,7 +100,8 @@ def fold_scores(logits: np.ndarray, gold: np.ndarray, labels: list[str], tempera
             "ece": m["ece"], "temperature": round(temperature, 4),
             "abstain_share": round(float((probs.max(axis=1) < ABSTAIN_THRESHOLD).mean()), 4),
             "worst_intent": {"intent": worst, "f1": f1[worst]},
-            "per_class": m["per_class"], "top_confusions": top_confusions(gold, probs.argmax(axis=1), labels)}
+            "per_class": m["per_class"],
+            "top_confusions": worst_confusions(confusion(probs, gold, len(labels)), labels)}
 
 
 def summarise(results: dict[str, dict], logits: dict[str, np.ndarray], gold: dict[str, np.ndarray],

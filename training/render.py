@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.calibration import confidence_bins
 from training.metrics import confusion
 
 
@@ -70,7 +71,7 @@ def reliability(probs: np.ndarray, gold: np.ndarray, bins: int = 15) -> list[dic
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == gold
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     out = []
     for b in range(bins):
         mask = which == b
