@@ -15,3 +15,13 @@ class BrokerError(TriageError):
 
 class DeliveryError(TriageError):
     """Output could not be delivered to the broker; the batch's offsets were not committed."""
+
+
+class PublishRefused(TriageError):
+    """The broker refuses the service's output for a reason no retry cures (unknown topic, authorisation,
+    fenced producer, a pointer larger than the topic takes); the batch's offsets were not committed."""
+
+
+class TransactionUnknown(TriageError):
+    """A transaction's commit got no answer: it may have been committed. The service stops rather than
+    replay the batch (which could duplicate it); the next start resolves the transaction."""

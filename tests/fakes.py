@@ -37,6 +37,9 @@ class FakeMessage:
     def error(self):
         return None
 
+    def timestamp(self):
+        return 0, -1  # TIMESTAMP_NOT_AVAILABLE
+
 
 def inquiry(event_id: str, text: str, **extra) -> bytes:
     return orjson.dumps({"event_id": event_id, "text": text, **extra})

@@ -5,10 +5,10 @@ from datetime import datetime, timezone
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from consumer.errors import DeliveryError
+from consumer.errors import DeliveryError, PublishRefused, TransactionUnknown
 from consumer.processor import OutputRecord, Processor, Topics
 from consumer.routing import RoutingPolicy
-from consumer.runner import OMITTED_HEADER, Publisher
+from consumer.publisher import OMITTED_HEADER, Publisher, record_size
 from schemas.deadletter import DeadLetterHeaders
 from tests.fakes import FakeMessage
 
@@ -140,7 +140,7 @@ def test_an_input_too_big_to_dead_letter_keeps_a_pointer_without_its_value(trans
                                              group_metadata=object())
     assert len(published) == 1 and published[0].route == "dlq"
     [(topic, value, _, headers)] = producer.committed
-    assert topic == "out.dlq" and value is None and (OMITTED_HEADER, b"size") in headers
+    assert topic == "out.dlq" and value is None and (OMITTED_HEADER, b"value,headers") in headers
     assert DeadLetterHeaders.from_kafka(headers).source_offset == 7
     if transactional:  # refused in a batch, alone, as a dead letter; the pointer commits
         assert producer.transactions == {"begun": 4, "committed": 1, "aborted": 3}
@@ -155,10 +155,98 @@ def test_a_refusal_by_the_client_itself_needs_no_new_transaction():
 
 
 @MODES
-def test_it_gives_up_with_a_delivery_error_when_even_the_pointer_is_refused(transactional):
+def test_it_stops_with_a_clear_reason_when_even_the_pointer_is_refused(transactional):
     producer = BrokerProducer(batch_limit=-1, transactional=transactional)  # refuses even a value of None
-    with pytest.raises(DeliveryError, match="without its value"):
+    with pytest.raises(PublishRefused, match="without its value"):
         _publisher(producer).publish([_record(3, b"y")], offsets=["offsets"], group_metadata=object())
     assert producer.committed == []
     if transactional:  # refused in a batch, alone, as a dead letter, as a pointer: four aborted transactions
         assert producer.transactions == {"begun": 4, "committed": 0, "aborted": 4} and not producer.abortable
+
+
+def test_an_output_over_max_message_bytes_steps_to_its_fallback_before_it_is_sent():
+    producer = BrokerProducer(batch_limit=10**6, transactional=True)
+    publisher = Publisher(lambda: producer, _processor(), timeout_s=5.0, transactional=True, max_message_bytes=2_000)
+    published = publisher.publish([_record(1, b"x" * 50), _record(2, b"y" * 5_000)], offsets=["offsets"],
+                                  group_metadata=object())
+    assert [r.route for r in published] == ["auto_response", "dlq"]
+    assert all(record_size(r) <= 2_000 for r in published)
+    assert producer.transactions == {"begun": 1, "committed": 1, "aborted": 0}, "no refusal was needed"
+
+
+def test_a_pointer_drops_the_input_headers_and_an_oversized_key_but_keeps_where_the_input_is():
+    source = FakeMessage(b"z" * 400, _key=b"K" * 10_000, _headers=[("big", b"h" * 900_000), ("trace", b"t")],
+                         _offset=9)
+    record = OutputRecord("out.auto", source.key(), b"y" * 500, source.headers(), source, "auto_response",
+                          intent="track_order")
+    producer = BrokerProducer(batch_limit=10**9, transactional=False)
+    publisher = Publisher(lambda: producer, _processor(), timeout_s=5.0, max_message_bytes=100_000)
+    [published] = publisher.publish([record])
+    assert published.route == "dlq" and published.value is None and published.key is None
+    assert record_size(published) < 100_000
+    names = [k for k, _ in published.headers]
+    assert "big" not in names and "trace" not in names
+    assert (OMITTED_HEADER, b"value,headers,key") in published.headers
+    assert DeadLetterHeaders.from_kafka(published.headers).source_offset == 9
+
+
+@MODES
+def test_records_of_a_key_keep_their_order_when_one_of_them_is_refused(transactional):
+    producer = BrokerProducer(batch_limit=100, transactional=transactional)
+    records = [_record(1, b"a" * 10), _record(2, b"b" * 500), _record(3, b"c" * 10), _record(4, b"d" * 10)]
+    _publisher(producer).publish(records, offsets=["offsets"], group_metadata=object())
+    # one key (b"k"), one partition: what a reader sees must follow the input offsets, the dead letter included
+    order = [DeadLetterHeaders.from_kafka(h).source_offset if t == "out.dlq" else {b"a": 1, b"c": 3, b"d": 4}[v[:1]]
+             for t, v, _, h in producer.committed]
+    assert order == [1, 2, 3, 4]
+
+
+class FailingProducer(BrokerProducer):
+    """Delivery reports carry ``code`` for every record; commits may time out."""
+
+    def __init__(self, code: int | None = None, commit_error: KafkaError | None = None, transactional=False):
+        super().__init__(batch_limit=10**9, transactional=transactional)
+        self.code, self.commit_error = code, commit_error
+
+    def flush(self, _timeout=None):
+        if self.code is None:
+            return super().flush(_timeout)
+        for record in self.queued:
+            record[4](KafkaError(self.code), None)
+        self.queued = []
+        return 0
+
+    def commit_transaction(self, _timeout):
+        if self.commit_error is not None:
+            raise KafkaException(self.commit_error)
+        super().commit_transaction(_timeout)
+
+
+@pytest.mark.parametrize("code", [KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_OR_PART])
+def test_a_permanent_refusal_stops_with_its_reason_instead_of_retrying(code):
+    producer = FailingProducer(code)
+    with pytest.raises(PublishRefused, match=KafkaError(code).name()):
+        _publisher(producer).publish([_record(1, b"x")])
+
+
+def test_a_transient_failure_is_a_delivery_error_the_runner_retries():
+    producer = FailingProducer(KafkaError._MSG_TIMED_OUT)
+    with pytest.raises(DeliveryError):
+        _publisher(producer).publish([_record(1, b"x")])
+
+
+def test_a_commit_without_an_answer_is_not_taken_for_an_abort():
+    timeout = KafkaError(KafkaError._TIMED_OUT, "commit timed out", retriable=True)
+    producer = FailingProducer(commit_error=timeout, transactional=True)
+    publisher = Publisher(lambda: producer, _processor(), timeout_s=0.3, transactional=True)
+    with pytest.raises(TransactionUnknown):
+        publisher.publish([_record(1, b"x")], offsets=["offsets"], group_metadata=object())
+    assert producer.transactions["aborted"] == 0, "aborting (and replaying) could duplicate a committed batch"
+
+
+def test_a_commit_the_broker_aborted_is_retried():
+    aborted = KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)
+    producer = FailingProducer(commit_error=aborted, transactional=True)
+    with pytest.raises(DeliveryError, match="aborted"):
+        _publisher(producer).publish([_record(1, b"x")], offsets=["offsets"], group_metadata=object())
+    assert producer.transactions["aborted"] == 1
