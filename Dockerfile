@@ -24,7 +24,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     TRIAGE_MODEL_DIR=/models \
     TRIAGE_LOG_FORMAT=json
 COPY --from=build /opt/venv /opt/venv
-RUN useradd --system --uid 10001 triage
+RUN useradd --system --uid 10001 triage \
+    && install -d -o triage -g triage /var/lib/inquiry-triage
+# in a container loopback cannot be scraped: the image listens on every interface of its own network
+ENV TRIAGE_STATE_DIR=/var/lib/inquiry-triage \
+    TRIAGE_METRICS_HOST=0.0.0.0
 USER triage
 WORKDIR /app
 # Trained artifacts (intent/ and sentiment/) are mounted at /models: see docker-compose.yml.

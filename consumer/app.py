@@ -61,10 +61,12 @@ def install_signal_handlers(stop: threading.Event) -> None:
 def run_service(settings: Settings, stop: threading.Event | None = None, model: TriageModel | None = None) -> int:
     log = structlog.get_logger("triage")
     log.info("starting", settings=settings.redacted())
-    metrics, health = Metrics(), Health()
+    metrics, health = Metrics(), Health(stall_timeout_s=settings.stall_timeout_s)
+    metrics.watch(health)
     with ExitStack() as stack:
         if settings.metrics_port >= 0:
-            stack.callback(MetricsServer(metrics, health, settings.metrics_port).start().stop)
+            server = MetricsServer(metrics, health, settings.metrics_port, host=settings.metrics_host)
+            stack.callback(server.start().stop)
         processor = build_processor(settings, model)
         metrics.set_models(processor.model.versions)
         health.update(model_loaded=True)

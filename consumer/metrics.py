@@ -38,6 +38,19 @@ class Metrics:
                          registry=r)
         self.model = Info("triage_model", "Versions of the loaded models", registry=r)
         self.reloads = Counter("triage_model_reloads", "Model hot reloads", ["outcome"], registry=r)
+        self.model_failures = Counter("triage_model_failures", "Batches the model failed on or timed out on",
+                                      registry=r)
+        self.publish_failures = Counter("triage_publish_failures",
+                                        "Batches whose outputs could not be published (transient: retried; "
+                                        "permanent: the service stopped)", ["kind"], registry=r)
+        self.publish_retries = Counter("triage_publish_retries", "Batches rewound to publish again", registry=r)
+        self.oldest_unfinished = Gauge("triage_oldest_unfinished_seconds",
+                                       "How long the oldest record taken but not finished has waited (0: none)",
+                                       registry=r)
+
+    def watch(self, health: Health) -> None:
+        """Gauges computed from the health state when scraped."""
+        self.oldest_unfinished.set_function(health.unfinished_age)
 
     def set_models(self, versions: ModelVersions) -> None:
         self.model.info({"intent": versions.intent, "sentiment": versions.sentiment})
@@ -76,20 +89,43 @@ class Metrics:
 class Health:
     """What /healthz and /readyz report; the runner and the app update it."""
 
-    def __init__(self):
+    def __init__(self, stall_timeout_s: float = 300.0, clock=time.monotonic):
         self.model_loaded = False
         self.partitions = 0
         self.broker_reachable = False
+        self.model_ok = True  # False while the model's circuit breaker is open
+        self.model_problem: str | None = None
+        self.publishing_ok = True  # False once the broker refused output for good
+        self.unfinished_since: float | None = None  # clock time the oldest unfinished record was taken
+        self.last_progress: float | None = None
+        self.stall_timeout_s = stall_timeout_s
+        self.clock = clock
         self._lock = threading.Lock()
 
+    def unfinished_age(self) -> float:
+        with self._lock:
+            since = self.unfinished_since
+        return 0.0 if since is None else max(0.0, self.clock() - since)
+
     def readiness(self) -> tuple[bool, dict]:
+        age = self.unfinished_age()
         with self._lock:
             checks = {
                 "model_loaded": self.model_loaded,
                 "partitions_assigned": self.partitions > 0,
                 "broker_reachable": self.broker_reachable,
+                # records are waiting and no batch finished for stall_timeout_s: retrying in vain, or stuck
+                "progressing": age < self.stall_timeout_s,
+                "model_ok": self.model_ok,
+                "publishing_ok": self.publishing_ok,
             }
-        return all(checks.values()), checks
+            problem = self.model_problem
+        detail = {"checks": checks}
+        if problem:
+            detail["model_problem"] = problem
+        if age:
+            detail["oldest_unfinished_s"] = round(age, 1)
+        return all(checks.values()), detail
 
     def update(self, **values) -> None:
         with self._lock:
@@ -100,7 +136,7 @@ class Health:
 class MetricsServer:
     """Serves /metrics, /healthz and /readyz on a port (0 picks a free one) in a daemon thread."""
 
-    def __init__(self, metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0"):
+    def __init__(self, metrics: Metrics, health: Health, port: int, host: str = "127.0.0.1"):
         self.metrics, self.health = metrics, health
         handler = self._handler()
         self.server = ThreadingHTTPServer((host, port), handler)
@@ -110,7 +146,8 @@ class MetricsServer:
 
     def start(self) -> MetricsServer:
         self.thread.start()
-        structlog.get_logger("triage.metrics").info("metrics_listening", port=self.port)
+        structlog.get_logger("triage.metrics").info("metrics_listening", host=self.server.server_address[0],
+                                                    port=self.port)
         return self
 
     def stop(self) -> None:
@@ -127,8 +164,8 @@ class MetricsServer:
                 elif self.path == "/healthz":
                     self._send(200, b'{"status":"alive"}', "application/json")
                 elif self.path == "/readyz":
-                    ready, checks = server.health.readiness()
-                    body = orjson.dumps({"ready": ready, "checks": checks})
+                    ready, detail = server.health.readiness()
+                    body = orjson.dumps({"ready": ready, **detail})
                     self._send(200 if ready else 503, body, "application/json")
                 else:
                     self._send(404, b"not found", "text/plain")

@@ -1,7 +1,10 @@
-"""The consume -> triage -> publish -> commit loop (at-least-once).
+"""The consume -> triage -> publish -> commit loop.
 
 Offsets of a batch are committed only after every output record of that batch (enriched event or dead
-letter) has been acknowledged by the broker. When publishing fails, the batch is rewound and retried.
+letter) has been acknowledged by the broker (at-least-once), or together with them in one transaction
+(exactly-once). When publishing fails for a reason a retry may cure, the batch is rewound and retried with
+exponential backoff; when the model fails or hangs batch after batch, a circuit breaker stops consuming
+until it answers again; a reason no retry cures stops the service with that reason, uncommitted.
 """
 
 from __future__ import annotations
@@ -11,28 +14,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_for_futures
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.errors import DeliveryError, TriageError
+from consumer.attempts import CrashGuard
+from consumer.errors import DeliveryError, PublishRefused, TransactionUnknown, TriageError
+from consumer.instance import transactional_id
 from consumer.logs import RepeatFolder, kafka_client_logger
 from consumer.metrics import Health, Metrics
 from consumer.processor import OutputRecord, Processor, Rejection
+from consumer.publisher import Publisher
+from consumer.resilience import Backoff, Breaker
 from consumer.settings import Settings
-
-# Broker answers that concern one record, not the connection: retrying the same record cannot succeed.
-_RECORD_ERRORS = {
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.INVALID_MSG_SIZE,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_RECORD,
-    KafkaError.INVALID_MSG,
-}
-OMITTED_HEADER = "triage.value.omitted"
 
 
 @dataclass
@@ -49,197 +46,19 @@ class BatchStats:
     messages: list[Message] = field(default_factory=list, repr=False)
 
 
-class _Refused(Exception):
-    """Records the broker refused (too large...) inside a transaction, which must now be aborted."""
-
-    def __init__(self, refusals: list[tuple[int, int]]):
-        super().__init__(f"{len(refusals)} records refused")
-        self.refusals = refusals  # (index in the batch, error code)
-
-
-def _omitted(record: OutputRecord) -> bool:
-    return any(k == OMITTED_HEADER for k, _ in record.headers)
-
-
 @dataclass
 class _InFlight:
     messages: list[Message]
     future: Future
     started: float
+    group_metadata: object | None = None  # read when the batch was taken: a later rebalance must not be used
+    poisoned: list[Message] = field(default_factory=list)  # dead-lettered unprocessed (crashed the service before)
     finished: bool = False
+    epochs: dict[tuple[str, int], int] = field(default_factory=dict)  # each partition's assignment when taken
 
 
-class Publisher:
-    """Produces output records and waits until the broker has acknowledged each one.
-
-    With ``transactional`` (exactly-once mode) a batch's records and its input offsets are committed in
-    one Kafka transaction (``send_offsets_to_transaction``), or not at all.
-    """
-
-    def __init__(self, producer_factory: Callable[[], Producer], processor: Processor, timeout_s: float,
-                 transactional: bool = False):
-        self.producer_factory = producer_factory
-        self.processor = processor
-        self.timeout_s = timeout_s
-        self.transactional = transactional
-        self.producer = self._new_producer()
-
-    def _new_producer(self) -> Producer:
-        producer = self.producer_factory()
-        if self.transactional:
-            producer.init_transactions(self.timeout_s)
-        return producer
-
-    def reset(self) -> None:
-        """Replace the producer after a failed delivery: a restarted broker may no longer know its
-        idempotence state (producer id, sequence numbers), and the old one would keep timing out.
-        When the broker is still away the new producer is created by the next publish instead."""
-        old, self.producer = self.producer, None
-        if old is not None:
-            old.purge(in_queue=True, in_flight=False)
-            old.flush(0)
-        try:
-            self.producer = self._new_producer()
-        except KafkaException:
-            self.producer = None
-
-    def close(self, timeout_s: float) -> int:
-        return self.producer.flush(timeout_s) if self.producer is not None else 0
-
-    def publish(self, records: Sequence[OutputRecord], offsets: list[TopicPartition] | None = None,
-                group_metadata: object | None = None) -> list[OutputRecord]:
-        """Publish all records; return the records as finally published (some may become dead letters).
-
-        Raises :class:`DeliveryError` when anything could not be delivered for a reason that a retry
-        may cure (broker down, timeout); nothing of the batch may be committed then. In transactional
-        mode ``offsets`` are committed for ``group_metadata``'s group inside the same transaction.
-        """
-        if self.producer is None:
-            try:
-                self.producer = self._new_producer()
-            except KafkaException as exc:
-                raise DeliveryError(f"no producer: {exc.args[0].name()}") from exc
-        outgoing = list(records)  # records are replaced in place by their fallbacks
-        alone: set[int] = set()  # indexes sent one at a time from now on
-        if not self.transactional:
-            self._deliver(outgoing, alone)
-            return outgoing
-        # A record the broker refuses leaves the transaction abortable: nothing more can join it. So abort and
-        # run the batch again, with the refused records sent one at a time (a refusal covers a whole record
-        # batch, neighbours included) and a record refused on its own replaced by its fallback. Each refusal
-        # moves one record a step (alone, dead letter, dead letter without its value, DeliveryError), so the
-        # loop ends.
-        for _attempt in range(3 * len(outgoing) + 1):
-            try:
-                self.producer.begin_transaction()
-                self._deliver(outgoing, alone)
-                self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
-                self.producer.commit_transaction(self.timeout_s)
-                return outgoing
-            except _Refused as refused:
-                self._abort()
-                self._step_back(outgoing, alone, refused.refusals)
-            except (KafkaException, DeliveryError) as exc:
-                self._abort()
-                raise DeliveryError(f"transaction failed: {exc}") from exc
-        raise DeliveryError("the broker kept refusing this batch's records")  # not reached: see the bound above
-
-    def _abort(self) -> None:
-        try:
-            self.producer.abort_transaction(self.timeout_s)
-        except KafkaException:
-            pass  # reset() replaces the producer
-
-    def _deliver(self, outgoing: list[OutputRecord], alone: set[int]) -> None:
-        """Send ``outgoing`` (records not in ``alone`` together, then each of ``alone`` on its own) until the broker
-        has acknowledged every one; refused records step back (:meth:`_step_back`) and are sent again."""
-        pending = list(range(len(outgoing)))
-        while pending:
-            refusals = self._send(outgoing, [i for i in pending if i not in alone])
-            for index in [i for i in pending if i in alone]:
-                refusals += self._send(outgoing, [index])
-            self._step_back(outgoing, alone, refusals)
-            pending = sorted({index for index, _ in refusals})
-
-    def _step_back(self, outgoing: list[OutputRecord], alone: set[int], refusals: Sequence[tuple[int, int]]) -> None:
-        """A record refused among others is sent alone from now on; one refused alone gets its fallback."""
-        for index, code in dict(refusals).items():
-            if index in alone:
-                outgoing[index] = self._fallback(outgoing[index], code)
-            else:
-                alone.add(index)
-
-    def _send(self, outgoing: list[OutputRecord], indexes: Sequence[int]) -> list[tuple[int, int]]:
-        """Produce ``outgoing[i]`` for each index and wait for the delivery reports: (index, error code) of the
-        records the broker refused as records. In a transaction a refusal raises :class:`_Refused` at once: the
-        transaction can take nothing more, so waiting for the other records would only run into the timeout."""
-        refusals: list[tuple[int, int]] = []
-        transient: list[KafkaError] = []
-        stopped: KafkaException | None = None
-
-        def on_delivery(index: int):
-            def callback(err: KafkaError | None, _msg: Message) -> None:
-                if err is None:
-                    return
-                if err.code() in _RECORD_ERRORS:
-                    refusals.append((index, err.code()))
-                else:
-                    transient.append(err)
-
-            return callback
-
-        for index in indexes:
-            try:
-                self._produce(outgoing, index, on_delivery(index))
-            except KafkaException as exc:  # the connection, or a transaction an earlier refusal made abortable
-                stopped = exc
-                break
-        deadline = time.monotonic() + self.timeout_s
-        remaining = self.producer.flush(0) if indexes else 0
-        while remaining and not (self.transactional and refusals) and time.monotonic() < deadline:
-            remaining = self.producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
-        if self.transactional and refusals:
-            raise _Refused(refusals)
-        if stopped is not None:
-            raise DeliveryError(f"cannot produce: {stopped.args[0].name()}")
-        if remaining:
-            raise DeliveryError(f"{remaining} output records not acknowledged within {self.timeout_s:.0f}s")
-        if transient:
-            raise DeliveryError(f"{len(transient)} output records failed: {transient[0].name()}")
-        return refusals
-
-    def _produce(self, outgoing: list[OutputRecord], index: int, callback) -> None:
-        while True:
-            record = outgoing[index]
-            try:
-                self.producer.produce(
-                    record.topic, value=record.value, key=record.key, headers=record.headers, on_delivery=callback
-                )
-                return
-            except BufferError:  # local queue full: serve delivery reports, then try again
-                self.producer.poll(0.05)
-            except KafkaException as exc:
-                code = exc.args[0].code()
-                if code not in _RECORD_ERRORS:
-                    raise
-                # refused before sending (the client checks the size itself): the transaction, if any, is intact
-                outgoing[index] = self._fallback(record, code)
-
-    def _fallback(self, record: OutputRecord, code: int) -> OutputRecord:
-        """What to publish instead of a refused record: the input's dead letter; for a refused dead letter, the
-        dead letter without its value (a pointer to the source offset); after that, nothing."""
-        name = KafkaError(code).name()
-        if record.route == "dlq" and _omitted(record):
-            raise DeliveryError(f"the broker refuses even a dead letter without its value: {name}")
-        if record.route == "dlq":
-            return self._without_value(record)
-        rejection = Rejection("publish", "OutputRejected", f"broker refused the enriched event: {name}")
-        return self.processor.dead_letter(record.source, rejection)
-
-    @staticmethod
-    def _without_value(record: OutputRecord) -> OutputRecord:
-        headers = [(k, v) for k, v in record.headers if k != OMITTED_HEADER] + [(OMITTED_HEADER, b"size")]
-        return OutputRecord(record.topic, record.key, None, headers, record.source, "dlq", error=record.error)
+class _InferenceTimeout(Exception):
+    pass
 
 
 class Runner:
@@ -249,44 +68,62 @@ class Runner:
     idle, the runner blocks for the first message only, then lingers at most ``batch_max_wait_ms`` to fill
     the model's first forward pass (16 texts on CPU; 256 on a GPU, the default batch). Inference runs in a
     worker thread; when it is slow, the runner pauses its partitions and keeps polling, so the member stays
-    in the group however long a batch takes.
+    in the group however long a batch takes (up to ``inference_timeout_s``).
     """
 
     IDLE_POLL_S = 0.2  # how long an idle consume() blocks; bounds the reaction time to a stop request
 
     def __init__(self, settings: Settings, processor: Processor, stop: threading.Event | None = None,
                  metrics: Metrics | None = None, health: Health | None = None,
-                 ticks: Sequence[Callable[[], None]] = ()):
+                 ticks: Sequence[Callable[[], None]] = (),
+                 consumer_factory: Callable[[dict], Consumer] = Consumer,
+                 producer_factory: Callable[[dict], Producer] = Producer):
         self.settings = settings
         self.processor = processor
         self.stop = stop or threading.Event()
         self.metrics = metrics
-        self.health = health or Health()
+        self.health = health or Health(stall_timeout_s=settings.stall_timeout_s)
         self.ticks = list(ticks)
+        self.consumer_factory, self.producer_factory = consumer_factory, producer_factory
         self.log = structlog.get_logger("triage.runner")
         self._kafka_errors = RepeatFolder()  # a broker that is away: one kafka_error line per code and 30 s
         self.assigned: set[tuple[str, int]] = set()
+        # bumped whenever a partition is revoked or lost: a partition lost and assigned again within one poll
+        # is a new assignment, which re-reads from the committed offset, so a batch taken before is stale
+        self._epochs: Counter[tuple[str, int]] = Counter()
         self.totals: Counter[str] = Counter()
         self._carry: list[Message] = []
         self._inflight: _InFlight | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-inference")
+        self._hung: Future | None = None  # an inference that timed out and may still be running
+        self._held = False  # partitions paused by _hold
         self._consumer: Consumer | None = None
         self._publisher: Publisher | None = None
+        # publishing and the model back off apart: a batch the model answers says nothing about the broker
+        self._publish_backoff = Backoff(settings.retry_backoff_ms / 1000, settings.retry_backoff_max_ms / 1000)
+        self._model_backoff = Backoff(settings.retry_backoff_ms / 1000, settings.retry_backoff_max_ms / 1000)
+        self.breaker = Breaker(settings.model_failure_limit, settings.breaker_cooldown_s)
+        self.crashes = CrashGuard(settings.crash_limit, settings.batch_size,
+                                  settings.state_dir / f"attempts-{_safe(settings.group_id)}.json")
         # poll at least this often while a batch is being inferred (well inside max.poll.interval.ms)
         self._keepalive_s = min(1.0, settings.max_poll_interval_ms / 1000 / 10)
 
     def run(self) -> None:
         with ExitStack() as stack:
-            stack.callback(self._worker.shutdown, wait=True)
-            consumer = Consumer({**self.settings.consumer_config(), "error_cb": self._on_kafka_error,
-                                 "logger": kafka_client_logger()})
+            stack.callback(self._shutdown_worker)
+            consumer = self.consumer_factory({**self.settings.consumer_config(), "error_cb": self._on_kafka_error,
+                                              "logger": kafka_client_logger()})
             stack.callback(self._close_consumer, consumer)
             self._consumer = consumer
-            # one producer configuration (and transactional.id) per process: a replacement producer fences
-            # and aborts what its predecessor left open
-            producer_config = {**self.settings.producer_config(), "logger": kafka_client_logger()}
-            self._publisher = Publisher(lambda: Producer(producer_config), self.processor,
-                                        self.settings.delivery_timeout_ms / 1000, self.settings.exactly_once)
+            txn_id = None
+            if self.settings.exactly_once:
+                # the same id on every start of this member: the new producer fences its killed predecessor and
+                # aborts what that one left open, instead of readers waiting out transaction.timeout.ms
+                txn_id = stack.enter_context(transactional_id(self.settings))
+            producer_config = {**self.settings.producer_config(txn_id), "logger": kafka_client_logger()}
+            self._publisher = Publisher(lambda: self.producer_factory(producer_config), self.processor,
+                                        self.settings.delivery_timeout_ms / 1000, self.settings.exactly_once,
+                                        max_message_bytes=self.settings.max_message_bytes)
             stack.callback(self._close_producer, self._publisher)  # closed first: LIFO
             consumer.subscribe(
                 [self.settings.input_topic],
@@ -294,28 +131,67 @@ class Runner:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            self.log.info("started", input_topic=self.settings.input_topic, group_id=self.settings.group_id)
+            self.log.info("started", input_topic=self.settings.input_topic, group_id=self.settings.group_id,
+                          transactional_id=txn_id)
             while not self.stop.is_set():
                 self.step()
                 for tick in self.ticks:  # between batches: hot reload and the like
                     tick()
+            self._finish_cleanly(consumer)
             self.log.info("stopping", **self.totals)
 
     def step(self) -> BatchStats | None:
         """One micro-batch: take, infer (in the worker), publish, commit."""
         consumer = self._consumer
         assert consumer is not None
+        if not self._may_try():
+            self._hold(consumer)
+            return None
         messages = self._take_batch(consumer)
         if not messages:
             return None
-        inflight = _InFlight(messages, self._worker.submit(self.processor.process, messages), time.perf_counter())
+        plan = self.crashes.plan(consumer, messages)
+        if plan.deferred:  # partitions that crashed the service before: one record per batch for a while
+            self._carry = _in_offset_order(plan.deferred + self._carry)
+        self.health.update(unfinished_since=self.health.unfinished_since or time.monotonic())
+        inflight = _InFlight(plan.process + plan.poisoned, self._worker.submit(self.processor.process, plan.process),
+                             time.perf_counter(), poisoned=plan.poisoned)
+        inflight.epochs = {tp: self._epochs[tp] for tp in {(m.topic(), m.partition()) for m in inflight.messages}}
+        if self.settings.exactly_once:
+            inflight.group_metadata = consumer.consumer_group_metadata()
         self._inflight = inflight
-        self._wait_for(consumer, inflight)
+        try:
+            self._wait_for(consumer, inflight)
+        except _InferenceTimeout:
+            self._inference_failed(consumer, inflight, f"inference took longer than "
+                                                       f"{self.settings.inference_timeout_s:g}s")
+            return None
         if inflight.finished:  # a revoke already published and committed it
             return None
         return self._finish(consumer, inflight)
 
+    def _may_try(self) -> bool:
+        """False while the breaker is open (or a timed-out inference still runs: never two at once)."""
+        if self._hung is not None:
+            if not self._hung.done():
+                return False
+            self._hung = None
+        return self.breaker.allow()
+
+    def _hold(self, consumer: Consumer) -> None:
+        """Breaker open: keep the partitions (and the group membership) without taking records."""
+        consumer.pause(consumer.assignment())
+        self._held = True
+        arrived = self._poll(consumer, self.settings.batch_size, self.IDLE_POLL_S)
+        if arrived:  # from partitions assigned meanwhile; they are paused now too
+            self._carry += arrived
+            consumer.pause(consumer.assignment())
+        self.stop.wait(self.IDLE_POLL_S)
+
     def _take_batch(self, consumer: Consumer) -> list[Message]:
+        if self._held:  # the partitions were paused while the breaker was open or an inference hung
+            consumer.resume(consumer.assignment())
+            self._held = False
         size = self.settings.batch_size
         batch, self._carry = self._carry[:size], self._carry[size:]
         if len(batch) < size:
@@ -353,47 +229,94 @@ class Runner:
             self.log.warning("kafka_error", code=error.name(), reason=error.str(), **extra)
 
     def _wait_for(self, consumer: Consumer, inflight: _InFlight) -> None:
-        """Wait for inference; when it takes long, pause partitions and keep polling to stay in the group."""
-        try:
-            inflight.future.result(timeout=self._keepalive_s)
-            return
-        except FutureTimeout:
-            pass
+        """Wait for inference; when it takes long, pause partitions and keep polling to stay in the group.
+        Raises :class:`_InferenceTimeout` past ``inference_timeout_s``."""
+        if wait_for_futures([inflight.future], timeout=self._keepalive_s).done:
+            return  # answered or raised: _finish reads which
+        deadline = inflight.started + self.settings.inference_timeout_s
         consumer.pause(consumer.assignment())
         self.log.info("inference_slow_pausing", size=len(inflight.messages), partitions=len(self.assigned))
-        while not inflight.future.done() and not inflight.finished:
-            # Paused partitions yield nothing; ones assigned meanwhile may: keep what they gave for the next
-            # batch and pause them too, so nothing piles up however long the inference takes.
-            arrived = self._poll(consumer, self.settings.batch_size, min(0.2, self._keepalive_s))
-            if arrived:
-                self._carry += arrived
-                consumer.pause(consumer.assignment())
-        consumer.resume(consumer.assignment())
+        try:
+            while not inflight.future.done() and not inflight.finished:
+                if time.perf_counter() > deadline:
+                    raise _InferenceTimeout
+                # Paused partitions yield nothing; ones assigned meanwhile may: keep what they gave for the next
+                # batch and pause them too, so nothing piles up however long the inference takes.
+                arrived = self._poll(consumer, self.settings.batch_size, min(0.2, self._keepalive_s))
+                if arrived:
+                    self._carry += arrived
+                    consumer.pause(consumer.assignment())
+        finally:
+            consumer.resume(consumer.assignment())
+
+    def _inference_failed(self, consumer: Consumer, inflight: _InFlight, reason: str) -> None:
+        """The model raised for the whole batch or hung: rewind the batch, count it against the breaker."""
+        inflight.finished = True
+        if self._inflight is inflight:
+            self._inflight = None
+        if not inflight.future.done():  # hung: leave its thread, serve the next batch from a new one
+            self._hung = inflight.future
+            self._worker.shutdown(wait=False)
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-inference")
+        self._rewind(consumer, inflight.messages)
+        if self.metrics is not None:
+            self.metrics.model_failures.inc()
+        opened = self.breaker.failed(reason)
+        self.health.update(model_ok=not self.breaker.is_open, model_problem=reason if self.breaker.is_open else None)
+        if opened:
+            self.log.error("consuming_stopped", reason=reason, failures=self.breaker.failures,
+                           retry_in_s=self.settings.breaker_cooldown_s)
+        else:
+            self.log.warning("model_failed", reason=reason, size=len(inflight.messages), action="rewind_and_retry")
+            self.stop.wait(self._model_backoff.next())
 
     def _finish(self, consumer: Consumer, inflight: _InFlight) -> BatchStats | None:
         inflight.finished = True
         if self._inflight is inflight:
             self._inflight = None
-        records = inflight.future.result()  # an unexpected processor error stops the service, uncommitted
+        try:
+            records = inflight.future.result()
+        except Exception as exc:  # the model failed for the whole batch (the processor isolates record errors)
+            self._inference_failed(consumer, inflight, f"{type(exc).__name__} from the model")
+            return None
+        if self.breaker.succeeded():
+            self.health.update(model_ok=True, model_problem=None)
+            self.log.info("consuming_resumed")
+        self._model_backoff.reset()
+        records = self._with_poisoned(records, inflight.poisoned)
+        messages, records = self._still_owned(inflight, records)
+        if not messages:
+            return None
         inferred = time.perf_counter()
         exactly_once = self.settings.exactly_once
-        offsets = _next_offsets(inflight.messages)
+        offsets = self.crashes.marked(_next_offsets(messages))
         try:
-            published = self._publisher.publish(
-                records,
-                offsets if exactly_once else None,
-                consumer.consumer_group_metadata() if exactly_once else None,
-            )
+            published = self._publisher.publish(records, offsets if exactly_once else None, inflight.group_metadata)
         except DeliveryError as exc:
-            self.log.warning("publish_failed", error=str(exc), size=len(inflight.messages), action="rewind_and_retry")
+            delay = self._publish_backoff.next()
+            self.log.warning("publish_failed", error=str(exc), size=len(messages), action="rewind_and_retry",
+                             retry_in_s=round(delay, 2))
+            if self.metrics is not None:
+                self.metrics.publish_failures.labels(kind="transient").inc()
+                self.metrics.publish_retries.inc()
             self._publisher.reset()
-            self._rewind(consumer, inflight.messages)
-            self.stop.wait(self.settings.retry_backoff_ms / 1000)
+            self._rewind(consumer, messages)
+            self.stop.wait(delay)
             return None
-        if not exactly_once:  # in exactly-once mode the offsets were committed in the transaction
-            self._commit(consumer, offsets)
-        stats = BatchStats(size=len(inflight.messages), inference_s=inferred - inflight.started,
-                           records=published, messages=inflight.messages)
+        except (PublishRefused, TransactionUnknown) as exc:
+            if self.metrics is not None:
+                self.metrics.publish_failures.labels(kind="permanent").inc()
+            self.health.update(publishing_ok=False)
+            self.log.error("publish_refused", error=str(exc), size=len(messages), action="stop_uncommitted")
+            raise
+        self._publish_backoff.reset()
+        # in exactly-once mode the offsets were committed in the transaction
+        if exactly_once or self._commit(consumer, offsets):
+            self.crashes.remember(offsets)
+        self.health.update(unfinished_since=None if not self._carry else time.monotonic(),
+                           last_progress=time.monotonic())
+        stats = BatchStats(size=len(messages), inference_s=inferred - inflight.started,
+                           records=published, messages=messages)
         for record in published:
             setattr(stats, record.route, getattr(stats, record.route) + 1)
         stats.total_s = time.perf_counter() - inflight.started
@@ -412,6 +335,30 @@ class Runner:
             self.metrics.observe_batch(stats)
             self._record_lag(consumer, offsets)
         return stats
+
+    def _with_poisoned(self, records: list[OutputRecord], poisoned: Sequence[Message]) -> list[OutputRecord]:
+        """The batch's outputs plus a dead letter for each record that crashed the service ``crash_limit`` times."""
+        limit = self.settings.crash_limit
+        letters = [self.processor.dead_letter(m, Rejection(
+            "crash", "CrashLoop", f"the service stopped {limit} times while processing this record; "
+                                  f"dead-lettered unprocessed")) for m in poisoned]
+        return _in_source_order(records + letters) if letters else records
+
+    def _still_owned(self, inflight: _InFlight, records: Sequence[OutputRecord]):
+        """Drop what belongs to partitions lost during the batch, even when assigned again since: their new
+        assignment reads them again, and publishing them here would only duplicate (or, in a transaction, be
+        fenced)."""
+        messages = inflight.messages
+
+        def owned_now(tp: tuple[str, int]) -> bool:
+            return tp in self.assigned and self._epochs[tp] == inflight.epochs.get(tp, self._epochs[tp])
+
+        owned = [m for m in messages if owned_now((m.topic(), m.partition()))]
+        if len(owned) == len(messages):
+            return list(messages), list(records)
+        self.log.warning("batch_dropped_partitions_lost", dropped=len(messages) - len(owned))
+        keep = {(m.topic(), m.partition()) for m in owned}
+        return owned, [r for r in records if (r.source.topic(), r.source.partition()) in keep]
 
     def _record_lag(self, consumer: Consumer, offsets: Sequence[TopicPartition]) -> None:
         for tp in offsets:
@@ -432,13 +379,15 @@ class Runner:
                 raise TriageError(f"fatal consumer error: {error.name()}")
         return False
 
-    def _commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    def _commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
         try:
             consumer.store_offsets(offsets=offsets)
             consumer.commit(asynchronous=False)
+            return True
         except KafkaException as exc:
             # Typically a rebalance took the partition away: its new owner re-reads these (at-least-once).
             self.log.warning("commit_failed", error=exc.args[0].name())
+            return False
 
     def _rewind(self, consumer: Consumer, messages: Sequence[Message]) -> None:
         first: dict[tuple[str, int], int] = {}
@@ -456,8 +405,9 @@ class Runner:
                     raise TriageError(f"cannot rewind {topic}[{partition}] to {offset}: {exc.args[0].name()}") from exc
                 self.log.warning("seek_failed", topic=topic, partition=partition, error=exc.args[0].name())
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned.update((p.topic, p.partition) for p in partitions)
+        self.crashes.assigned(consumer, partitions)
         self.health.update(partitions=len(self.assigned), broker_reachable=True)
         self.log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
@@ -466,8 +416,13 @@ class Runner:
         revoked = {(p.topic, p.partition) for p in partitions}
         inflight = self._inflight
         if inflight is not None and not inflight.finished:
-            inflight.future.result()
-            self._finish(consumer, inflight)
+            try:
+                inflight.future.result(timeout=self.settings.inference_timeout_s)
+            except Exception:  # failed or hung: left uncommitted, the next owner reads the batch again
+                inflight.finished = True
+            else:
+                self._finish(consumer, inflight)
+        self._mark_finished(consumer, revoked)
         self._forget(revoked)
         self.log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
@@ -476,6 +431,22 @@ class Runner:
         self._forget(lost)
         self.log.warning("partitions_lost", partitions=[p.partition for p in partitions])
 
+    def _mark_finished(self, consumer: Consumer, partitions: set[tuple[str, int]]) -> None:
+        """Leaving partitions cleanly: the offsets last committed carry no unfinished attempt any more."""
+        if self.settings.exactly_once:
+            return  # offsets belong to transactions there; a stale attempt costs one slower pass, nothing else
+        offsets = self.crashes.marked(self.crashes.last_committed(partitions), finished=True)
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            self.crashes.remember(offsets)
+        except KafkaException as exc:
+            self.log.warning("commit_failed", error=exc.args[0].name())
+
+    def _finish_cleanly(self, consumer: Consumer) -> None:
+        self._mark_finished(consumer, set(self.assigned))
+
     def _drop_queued(self, partitions: set[tuple[str, int]]) -> None:
         self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in partitions]
 
@@ -483,9 +454,14 @@ class Runner:
         """Partitions revoked or lost: their queued messages belong to the next owner."""
         self._drop_queued(partitions)
         self.assigned.difference_update(partitions)
+        self._epochs.update(partitions)
+        self.crashes.forget(partitions)
         self.health.update(partitions=len(self.assigned))
         if self.metrics is not None:
             self.metrics.forget_partitions(list(partitions))
+
+    def _shutdown_worker(self) -> None:
+        self._worker.shutdown(wait=self._hung is None)
 
     def _close_producer(self, publisher: Publisher) -> None:
         remaining = publisher.close(self.settings.delivery_timeout_ms / 1000)
@@ -505,3 +481,15 @@ def _next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
         tp = (m.topic(), m.partition())
         last[tp] = max(last.get(tp, -1), m.offset())
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def _in_offset_order(messages: Sequence[Message]) -> list[Message]:
+    return sorted(messages, key=lambda m: (m.topic(), m.partition(), m.offset()))
+
+
+def _in_source_order(records: Sequence[OutputRecord]) -> list[OutputRecord]:
+    return sorted(records, key=lambda r: (r.source.topic() or "", r.source.partition() or 0, r.source.offset() or 0))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

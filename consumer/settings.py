@@ -7,7 +7,7 @@ onto librdkafka configuration; any librdkafka property can be passed through ``k
 
 from __future__ import annotations
 
-import uuid
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +62,29 @@ class Settings(BaseSettings):
     # inquiry once); needs a broker with transactions, see README "Guarantees".
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     transactional_id_prefix: str = "inquiry-triage"
+    # exactly-once: a fixed transactional.id for this member (unique in the cluster); unset, each process
+    # claims the lowest free slot on this host: "<prefix>-<group>-<host>-<slot>", the same after a restart
+    transactional_id: str | None = None
+    # the largest record the output topics take (message.max.bytes); larger outputs step to their dead letter,
+    # then to a pointer to the input, before they are sent
+    max_message_bytes: int = Field(default=1_000_000, ge=1_024)
+
+    # Failure handling
+    # a batch whose outputs could not be delivered is retried after retry_backoff_ms, doubling up to the max
     retry_backoff_ms: int = Field(default=1_000, ge=0)
+    retry_backoff_max_ms: int = Field(default=30_000, ge=0)
+    # /readyz turns red when records have waited this long without a batch finishing
+    stall_timeout_s: float = Field(default=300.0, gt=0)
+    # a batch's inference taking longer counts as a model failure (the batch is retried)
+    inference_timeout_s: float = Field(default=600.0, gt=0)
+    # after this many batches in a row that the model failed or timed out, consuming stops (partitions kept,
+    # /readyz red) and one batch is tried every breaker_cooldown_s
+    model_failure_limit: int = Field(default=3, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, ge=0)
+    # a record the service died on this many times (out of memory, a native crash) goes to the DLQ unprocessed
+    crash_limit: int = Field(default=3, ge=1)
+    # small local state: crash counts where the broker drops commit metadata, exactly-once instance slots
+    state_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "inquiry-triage")
 
     # Security (mapped onto librdkafka keys; secrets are never logged)
     security_protocol: SecurityProtocol | None = None
@@ -80,6 +102,8 @@ class Settings(BaseSettings):
 
     # Operations
     metrics_port: int = Field(default=9464, ge=-1, le=65535, description="-1 disables, 0 picks a free port")
+    # loopback unless set: /metrics names intents and topics; a container sets 0.0.0.0 to be scraped
+    metrics_host: str = "127.0.0.1"
     reload_interval_s: float = Field(default=10.0, ge=0, description="how often to look for new models; 0: never")
 
     # Logging
@@ -141,7 +165,8 @@ class Settings(BaseSettings):
         config.update(self.consumer_properties)
         return config
 
-    def producer_config(self) -> dict[str, str | int | bool]:
+    def producer_config(self, transactional_id: str | None = None) -> dict[str, str | int | bool]:
+        """Producer properties; exactly-once needs ``transactional_id`` (see :mod:`consumer.instance`)."""
         config: dict[str, str | int | bool] = {
             **self.common_config(),
             "enable.idempotence": True,
@@ -149,10 +174,10 @@ class Settings(BaseSettings):
             "linger.ms": 5,
             "message.timeout.ms": self.delivery_timeout_ms,
         }
-        if self.exactly_once:
-            # unique per process; zombie fencing comes from the consumer group metadata (KIP-447)
-            # call once per process and reuse the result: each call draws a new transactional.id
-            config["transactional.id"] = f"{self.transactional_id_prefix}-{uuid.uuid4().hex[:12]}"
+        if self.exactly_once and transactional_id:
+            # stable across restarts: the new producer fences the one it replaces and aborts what that one left
+            # open; fencing between members of the group comes from the group metadata (KIP-447)
+            config["transactional.id"] = transactional_id
             config["transaction.timeout.ms"] = max(60_000, self.delivery_timeout_ms * 2)
         config.update(self.producer_properties)
         return config
@@ -176,4 +201,9 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 
 def _looks_secret(key: str) -> bool:
-    return any(word in key.lower() for word in ("password", "secret", "token", "jaas", "key.pem", "credentials"))
+    key = key.lower()
+    # every sasl.* value but the mechanism and username may carry a credential (sasl.oauthbearer.config does)
+    if key.startswith("sasl.") and key not in ("sasl.mechanism", "sasl.mechanisms", "sasl.username"):
+        return True
+    return any(word in key for word in ("password", "secret", "token", "jaas", "key.pem", "credentials",
+                                        "oauthbearer"))

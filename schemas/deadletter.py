@@ -12,8 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 #: decode: not a JSON object; validate: not an inquiry; inference: the model failed on it; encode: its enriched
-#: event cannot be written (nesting too deep for JSON output, for one); publish: the broker refused it
-ErrorStage = Literal["decode", "validate", "inference", "encode", "publish"]
+#: event cannot be written (nesting too deep for JSON output, for one); publish: the broker refused it; crash:
+#: the service died while processing it, ``crash_limit`` times
+ErrorStage = Literal["decode", "validate", "inference", "encode", "publish", "crash"]
 
 HEADER_STAGE = "triage.error.stage"
 HEADER_CLASS = "triage.error.class"

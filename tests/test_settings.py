@@ -31,7 +31,10 @@ def test_environment_then_flags(monkeypatch):
 
 def test_sasl_ssl_reach_librdkafka_and_secrets_stay_hidden(monkeypatch):
     monkeypatch.setenv("TRIAGE_SASL_PASSWORD", "hunter2")
-    monkeypatch.setenv("TRIAGE_KAFKA_PROPERTIES", json.dumps({"sasl.oauthbearer.client.secret": "s3cr3t"}))
+    monkeypatch.setenv("TRIAGE_KAFKA_PROPERTIES", json.dumps({
+        "sasl.oauthbearer.client.secret": "s3cr3t",
+        "sasl.oauthbearer.config": "principal=triage clientSecret=opaque-1",  # unsecured-jwt style
+        "sasl.kerberos.keytab": "/etc/triage.keytab-x9"}))
     s = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="triage",
                  ssl_ca_location="/etc/ca.pem")
     for config in (s.consumer_config(), s.producer_config(), s.admin_config()):
@@ -41,6 +44,14 @@ def test_sasl_ssl_reach_librdkafka_and_secrets_stay_hidden(monkeypatch):
         assert config["ssl.ca.location"] == "/etc/ca.pem"
     shown = json.dumps(s.redacted()) + repr(s) + str(s)
     assert "hunter2" not in shown and "s3cr3t" not in shown
+    assert "opaque-1" not in shown and "keytab-x9" not in shown
+    assert "SCRAM-SHA-512" in shown and "triage" in shown, "mechanism and username stay readable"
+
+
+def test_metrics_listen_on_loopback_unless_told_otherwise(monkeypatch):
+    assert Settings().metrics_host == "127.0.0.1"
+    monkeypatch.setenv("TRIAGE_METRICS_HOST", "0.0.0.0")
+    assert Settings().metrics_host == "0.0.0.0"
 
 
 def test_settings_are_frozen_and_validated():
