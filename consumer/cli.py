@@ -106,6 +106,17 @@ def port_number(text: str) -> int:
     return port
 
 
+def storage_url(text: str) -> str:
+    """argparse type: a storage URL the embedded broker knows."""
+    from consumer.broker import STORAGE_SCHEMES
+
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in STORAGE_SCHEMES or not rest.strip("/"):
+        raise argparse.ArgumentTypeError(f"not a storage URL the broker knows: {text!r} (memory://tansu/, "
+                                         "s3://BUCKET/ or postgres://USER:PASSWORD@HOST/DB)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="triage",
@@ -122,10 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="any librdkafka property for consumer, producer and admin (repeatable)")
     run.add_argument("--no-create-topics", dest="create_topics", action="store_false", default=None,
                      help="do not create missing topics at start")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the settings in effect as JSON (secrets masked) and exit")
     run.set_defaults(handler=_cmd_run)
 
-    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (memory only) in the foreground")
+    broker = sub.add_parser(
+        "broker", help="run the embedded Kafka-compatible broker in the foreground (memory storage unless --storage)",
+        description="Tansu, a Kafka-compatible broker, on 127.0.0.1. With the default memory storage its records "
+                    "and committed offsets are gone when it stops. With --storage s3://BUCKET/ they live in an "
+                    "S3-compatible store and survive a crash or restart of the broker: Tansu reads AWS_ENDPOINT, "
+                    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION (and AWS_ALLOW_HTTP=true for a "
+                    "plain-http endpoint) from the environment; the bucket must exist. "
+                    "postgres://USER:PASSWORD@HOST/DB stores them in PostgreSQL.")
     broker.add_argument("--port", type=port_number, default=9092, help="port on 127.0.0.1; 0 picks a free one (9092)")
+    broker.add_argument("--storage", type=storage_url, default="memory://tansu/", metavar="URL",
+                        help="memory://tansu/ (default), s3://BUCKET/ or postgres://USER:PASSWORD@HOST/DB")
     broker.set_defaults(handler=_cmd_broker)
 
     classify = sub.add_parser("classify", help="print the top-3 intents, the sentiment and the route of each text")
@@ -218,6 +240,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from consumer.logs import configure_logging
 
     settings = settings_from_args(args)
+    if args.print_config:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(settings.redacted(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
     configure_logging(settings.log_format, settings.log_level)
     return run_service(settings)
 
@@ -227,7 +254,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
     from consumer.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(port=args.port)
+    broker = EmbeddedBroker(port=args.port, storage=args.storage)
     stopping = []
 
     def on_signal(*_):  # only ask the child to stop; the main thread's wait() then returns
@@ -237,7 +264,8 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     with broker:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        print(f"embedded broker (memory only) listening on {broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
+        kept = "memory only" if args.storage.startswith("memory://") else f"storage {broker.storage_name}"
+        print(f"embedded broker ({kept}) listening on {broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
         code = broker.wait()
     return 0 if stopping else code
 

@@ -1,7 +1,10 @@
-"""Real Apache Kafka for the tests where Docker exists (TRIAGE_TEST_BROKER=testcontainers).
+"""Brokers for the tests beyond the default in-memory embedded one.
 
-The apache/kafka image in KRaft mode, configured like docker-compose.yml; the host port is fixed up
-front so the advertised listener is the address the tests connect to.
+Real Apache Kafka where Docker exists (TRIAGE_TEST_BROKER=testcontainers): the apache/kafka image in KRaft
+mode, configured like docker-compose.yml; the host port is fixed up front so the advertised listener is the
+address the tests connect to. And the embedded broker on durable storage: Tansu's ``s3://`` engine against
+moto's S3 server on loopback, which honours the conditional writes Tansu relies on (If-Match,
+If-None-Match), so records, committed offsets and producer state survive a ``kill -9`` of the broker.
 """
 
 from __future__ import annotations
@@ -40,3 +43,93 @@ def apache_kafka() -> Iterator[str]:
     with container:
         wait_for_logs(container, "Kafka Server started", timeout=120)
         yield f"127.0.0.1:{port}"
+
+
+@contextmanager
+def loopback_s3(bucket: str = "tansu") -> Iterator[dict[str, str]]:
+    """moto's S3 server on a free loopback port with ``bucket`` created; yields the environment Tansu reads."""
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    from consumer.broker import await_port, free_port
+
+    port = free_port()
+    # its own process: serving the broker's many small requests must not compete with the test for the GIL
+    store = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await_port(store, port, 30, "the S3 server")
+        endpoint = f"http://127.0.0.1:{port}"
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10)
+        yield {"AWS_ACCESS_KEY_ID": "triage-test", "AWS_SECRET_ACCESS_KEY": "triage-test",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"}
+    finally:
+        store.kill()
+        store.wait()
+
+
+@contextmanager
+def durable_embedded_broker(log_file=None) -> Iterator:
+    """An :class:`EmbeddedBroker` whose data outlives its process (``kill()`` then ``start()``)."""
+    from consumer.broker import EmbeddedBroker
+
+    with loopback_s3() as env, EmbeddedBroker(log_file=log_file, storage="s3://tansu/", storage_env=env) as broker:
+        yield broker
+
+
+def self_signed_certificate(directory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and localhost and its key, as PEM files in ``directory``: (cert, key)."""
+    import datetime
+    import ipaddress
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = Path(directory) / "broker.pem", Path(directory) / "broker.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+@contextmanager
+def tls_embedded_broker(directory, authentication: bool = False) -> Iterator[tuple[str, str]]:
+    """The embedded broker behind TLS (tests/tls_proxy.py); yields (bootstrap servers, CA file).
+
+    With ``authentication`` it requires SASL/SCRAM of every client. Tansu 0.6.0 offers no way to give it a user
+    such a client could log in as (``tansu user create`` needs an open broker, and what it creates is gone when
+    the broker restarts with authentication on), so that broker only shows how a refused login is handled.
+    """
+    import subprocess
+    import sys
+
+    from consumer.broker import EmbeddedBroker, await_port, free_port
+
+    cert, key = self_signed_certificate(directory)
+    port, tls_port = free_port(), free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "tests.tls_proxy", str(tls_port), str(port), cert, key],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await_port(proxy, tls_port, 30, "the TLS terminator")
+        with EmbeddedBroker(port=port, authentication=authentication, advertised_port=tls_port,
+                            log_file=f"{directory}/tansu.log"):
+            yield f"127.0.0.1:{tls_port}", cert
+    finally:
+        proxy.kill()
+        proxy.wait()

@@ -152,6 +152,17 @@ def read_outputs(bootstrap: str, topics: dict[str, str], expected: int, timeout_
     return consume(bootstrap, names, expected=expected, timeout_s=timeout_s, settle_s=settle_s)
 
 
+def reconcile_until_complete(bootstrap: str, topics: dict[str, str], expected: set[str],
+                             timeout_s: float = 180) -> Reconciliation:
+    """Read the outputs until nothing expected is missing (or time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = Reconciliation.of(expected, read_outputs(bootstrap, topics, len(expected), timeout_s=30, settle_s=1))
+        if not result.lost or time.monotonic() > deadline:
+            return result
+        time.sleep(1)
+
+
 def get(port: int, path: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ def consume(bootstrap: str, topics: list[str], expected: int, timeout_s: float =
 
     async def go():
         consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    isolation_level="read_committed")  # aborted transactions stay unseen
         await consumer.start()
         found: list[Record] = []
         deadline = time.monotonic() + timeout_s
@@ -61,7 +63,40 @@ def consume(bootstrap: str, topics: list[str], expected: int, timeout_s: float =
                     for m in messages:
                         found.append(Record(tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers or [])))
         finally:
-            await consumer.stop()
+            try:
+                await consumer.stop()
+            except KafkaError:  # a fetch still in flight on a connection the broker closed: what was read stands
+                pass
         return found
 
     return asyncio.run(go())
+
+
+def write_values(bootstrap: str, topic: str, count: int) -> None:
+    """Create ``topic`` with one partition and write b"m0" .. b"m{count-1}" to it."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept: the future fails once the client is collected
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(count):
+        producer.produce(topic, f"m{i}".encode())
+    assert producer.flush(30) == 0
+
+
+def read_values(consumer, topic: str, count: int, timeout_s: float = 30) -> list[bytes]:
+    """Up to ``count`` values of partition 0 of ``topic`` from its start, read with ``consumer`` (then closed)."""
+    from confluent_kafka import TopicPartition
+
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                values.append(message.value())
+    finally:
+        consumer.close()
+    return values

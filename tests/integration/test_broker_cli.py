@@ -30,3 +30,37 @@ def test_triage_broker_serves_kafka_in_the_foreground_until_stopped():
         process.send_signal(signal.SIGTERM)
         code = process.wait(20)
     assert code == 0
+
+
+def test_triage_broker_on_s3_storage_keeps_records_across_a_restart(tmp_path):
+    import os
+
+    from confluent_kafka import Consumer
+
+    from tests.brokers import loopback_s3
+    from tests.kafka_client import read_values, write_values
+
+    with loopback_s3() as env:
+        port = free_port()
+        command = [sys.executable, "-m", "consumer", "broker", "--port", str(port), "--storage", "s3://tansu/"]
+        bootstrap = f"127.0.0.1:{port}"
+        for run in range(2):
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+            try:
+                assert "storage s3://tansu/" in process.stdout.readline()
+                if run == 0:
+                    write_values(bootstrap, "kept", 5)
+                else:
+                    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "r", "enable.auto.commit": False})
+                    values = read_values(reader, "kept", 5)
+                    assert values == [f"m{i}".encode() for i in range(5)], "records outlive the broker process"
+            finally:
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(20) == 0
+
+
+def test_triage_broker_refuses_a_storage_it_does_not_know():
+    result = subprocess.run([sys.executable, "-m", "consumer", "broker", "--storage", "file:///tmp/x"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "not a storage URL the broker knows" in result.stderr

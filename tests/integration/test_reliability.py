@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.harness import Reconciliation, Service, inquiries, read_outputs, wait_for_topics, wait_until
+from tests.harness import (Reconciliation, Service, inquiries, read_outputs, reconcile_until_complete, wait_for_topics,
+                           wait_until)
 from tests.kafka_client import consume, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,15 +36,6 @@ def stream(bootstrap: str, topic: str, records: list, rate_per_s: float) -> thre
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
-
-
-def reconcile_until_complete(bootstrap, topics, expected: set[str], timeout_s: float = 180) -> Reconciliation:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = Reconciliation.of(expected, read_outputs(bootstrap, topics, len(expected), timeout_s=30, settle_s=1))
-        if not result.lost or time.monotonic() > deadline:
-            return result
-        time.sleep(1)
 
 
 def start(bootstrap, model_dir, topics, tmp_path, name: str) -> Service:
@@ -246,6 +238,24 @@ def test_exactly_once_mode_commits_outputs_and_offsets_together(bootstrap_server
     assert second.terminate() == 0
     assert not result.lost and result.duplicates == 0 and not result.order_violations
     assert not [line for line in first.log_lines() + second.log_lines() if line.get("event") == "publish_failed"]
+
+
+def test_exactly_once_kill9_of_a_member_mid_stream_duplicates_nothing(bootstrap_servers, tiny_model_dir, topics,
+                                                                       tmp_path):
+    """A member killed with transactions open: its successor (same transactional.id) fences it and aborts what it
+    left open, so a read_committed reader sees every input once."""
+    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 1200, 400, 200,
+                                               processing_guarantee="exactly_once")
+    first.kill9()
+    routed_before_kill = first.routed_count()
+    second = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "second.log", batch_size=BATCH,
+                     processing_guarantee="exactly_once")
+    producer.join(60)
+    result = reconcile_until_complete(bootstrap_servers, topics, {f"ev-{i}" for i in range(1200)})
+    assert second.terminate() == 0
+    assert routed_before_kill < 1200, "the kill must land mid-stream"
+    assert not result.lost and result.duplicates == 0 and not result.order_violations, \
+        (len(result.lost), result.duplicates, result.order_violations[:3])
 
 
 def test_exactly_once_mode_dead_letters_an_output_too_large(bootstrap_servers, tiny_model_dir,
