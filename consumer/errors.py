@@ -25,3 +25,7 @@ class PublishRefused(TriageError):
 class TransactionUnknown(TriageError):
     """A transaction's commit got no answer: it may have been committed. The service stops rather than
     replay the batch (which could duplicate it); the next start resolves the transaction."""
+
+
+class AuthenticationError(BrokerError):
+    """The broker refused this client's credentials, or the TLS handshake failed: no retry cures it."""

@@ -22,7 +22,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumer.attempts import CrashGuard
-from consumer.errors import DeliveryError, PublishRefused, TransactionUnknown, TriageError
+from consumer.errors import AuthenticationError, DeliveryError, PublishRefused, TransactionUnknown, TriageError
 from consumer.instance import transactional_id
 from consumer.logs import RepeatFolder, kafka_client_logger
 from consumer.metrics import Health, Metrics
@@ -30,6 +30,7 @@ from consumer.processor import OutputRecord, Processor, Rejection
 from consumer.publisher import Publisher
 from consumer.resilience import Backoff, Breaker
 from consumer.settings import Settings
+from consumer.topics import authentication_failure
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Runner:
         self._hung: Future | None = None  # an inference that timed out and may still be running
         self._held = False  # partitions paused by _hold
         self._consumer: Consumer | None = None
+        self._refused: AuthenticationError | None = None  # set by the client's error callback
         self._publisher: Publisher | None = None
         # publishing and the model back off apart: a batch the model answers says nothing about the broker
         self._publish_backoff = Backoff(settings.retry_backoff_ms / 1000, settings.retry_backoff_max_ms / 1000)
@@ -134,6 +136,8 @@ class Runner:
             self.log.info("started", input_topic=self.settings.input_topic, group_id=self.settings.group_id,
                           transactional_id=txn_id)
             while not self.stop.is_set():
+                if self._refused is not None:
+                    raise self._refused
                 self.step()
                 for tick in self.ticks:  # between batches: hot reload and the like
                     tick()
@@ -221,6 +225,9 @@ class Runner:
         return messages
 
     def _on_kafka_error(self, error: KafkaError) -> None:
+        failure = authentication_failure(error)
+        if failure is not None and self._refused is None:
+            self._refused = failure  # raised by the loop: librdkafka would otherwise reconnect with the same login
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self.health.update(broker_reachable=False)
         repeats = self._kafka_errors.admit(error.code())
