@@ -80,9 +80,11 @@ class Service:
         return sum(line.get("size", 0) for line in self.log_lines() if line.get("event") == "batch")
 
 
-def wait_for_topics(bootstrap: str, names: list[str], timeout_s: float = 60, service: Service | None = None) -> None:
-    """The service creates its topics at start; wait so the test's producer does not auto-create them."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def wait_for_topics(bootstrap: str, names: list[str], timeout_s: float = 60, service: Service | None = None,
+                    client_config: dict | None = None) -> None:
+    """The service creates its topics at start; wait so the test's producer does not auto-create them.
+    ``client_config`` replaces the plain-text connection (TLS, SASL)."""
+    admin = AdminClient(client_config or {"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout_s
     while not set(names) <= set(admin.list_topics(timeout=10).topics):
         assert service is None or service.alive(), "service exited early"

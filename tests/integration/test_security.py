@@ -10,10 +10,9 @@ import time
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
 
 from tests.brokers import self_signed_certificate, tls_embedded_broker
-from tests.harness import Service, inquiries, wait_until
+from tests.harness import Service, inquiries, wait_for_topics, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,7 +36,7 @@ def test_the_service_routes_over_tls_with_the_certificate_checked(tls_broker, ti
     service = Service(bootstrap, tiny_model_dir, topics, tmp_path / "service.log", security_protocol="SSL",
                       ssl_ca_location=ca, topic_partitions=1)
     config = {"bootstrap.servers": bootstrap, "security.protocol": "SSL", "ssl.ca.location": ca}
-    wait_for_topics(config, list(topics.values())[:4], service)
+    wait_for_topics(bootstrap, list(topics.values())[:4], service=service, client_config=config)
     producer = Producer(config)
     for key, value, _ in inquiries(0, 30):
         producer.produce(topics["input_topic"], value, key=key)
@@ -91,15 +90,6 @@ def run_until_exit(service: Service) -> tuple[int, float, str]:
     started = time.monotonic()
     code = service.process.wait(90)
     return code, time.monotonic() - started, service.log_path.read_text()
-
-
-def wait_for_topics(config: dict, names: list[str], service: Service, timeout_s: float = 60) -> None:
-    admin = AdminClient(config)
-    deadline = time.monotonic() + timeout_s
-    while not set(names) <= set(admin.list_topics(timeout=10).topics):
-        assert service.alive(), "service exited early"
-        assert time.monotonic() < deadline, "topics were not created"
-        time.sleep(0.2)
 
 
 def read_event_ids(config: dict, topics: list[str], expected: int, timeout_s: float = 60) -> set[str]:
