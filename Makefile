@@ -27,5 +27,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
+# one-way imports (import-linter contracts in pyproject.toml) and ruff
+lint: setup
+	$(BIN)/lint-imports
+	$(BIN)/ruff check schemas model consumer training devtools triage tests
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 import orjson
@@ -81,7 +81,7 @@ class Processor:
     policy: RoutingPolicy
     topics: Topics
     max_text_chars: int = 10_000
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def process(self, messages: Sequence[KafkaMessage]) -> list[OutputRecord]:
         """Decode, predict (isolating failing records), route; one output record per input, in order."""

@@ -9,7 +9,7 @@ tokenizer files) that ``transformers.pipeline("text-classification", model=DIR)`
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +58,7 @@ class OnnxExport(BaseModel):
     probe_max_abs_logit_diff: float | None = None
     #: feed-forward MatMuls left in float32 ("0.down": layer 0's down-projection, "0.up" its up-projection), the
     #: rest int8: the export takes the fewest that keep accuracy on the labelled check sets
-    #: (see :func:`model.onnx.build_onnx`)
+    #: (see :func:`training.onnx_export.build_onnx`)
     float_matmuls: tuple[str, ...] = ()
     #: older exports: encoder layers whose whole feed-forward block stayed float32 (read, no longer written)
     float_feed_forward_layers: tuple[int, ...] = Field(default=(), exclude=True)
@@ -81,7 +81,7 @@ class Manifest(BaseModel):
     format_version: int = FORMAT_VERSION
     task: Task
     version: str = Field(min_length=1)
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     base_model: str
     labels: list[str] = Field(min_length=2)
     #: intent label -> category (intent artifacts only)

@@ -18,7 +18,6 @@ from transformers.utils import logging as hf_logging
 from model.artifacts import Manifest, read_manifest
 from model.errors import ArtifactError, InferenceError, ModelError
 
-
 BACKENDS = ("auto", "torch", "onnx")
 
 #: On CPU a forward pass costs about as much as this many more padded tokens in it. Fitted on the int8 MiniLM
@@ -359,7 +358,12 @@ class _PackedLinear(torch.nn.Module):
 
 def _onnx_network(directory: Path, manifest: Manifest, choice: DeviceChoice, tokenizer, threads: int | None):
     """(ONNX network, None) when the artifact's int8 export can run here, else (None, the reason)."""
-    from model.onnx import PROBE_TEXTS, int8_is_safe_here, load_onnx_network, onnx_available
+    from model.onnx import (
+        PROBE_TEXTS,
+        int8_is_safe_here,
+        load_onnx_network,
+        onnx_available,
+    )
 
     if choice.device.type != "cpu":
         return None, f"ONNX runs on CPU; the device is {choice.device.type}"

@@ -1,5 +1,6 @@
 """Event contracts of inquiry-triage: what comes in, what goes out, what a dead letter carries."""
 
+from schemas.deadletter import DeadLetterHeaders, ErrorStage
 from schemas.events import (
     ROUTES,
     SENTIMENT_LABELS,
@@ -13,7 +14,6 @@ from schemas.events import (
     SentimentResult,
     Triage,
 )
-from schemas.deadletter import DeadLetterHeaders, ErrorStage
 
 __all__ = [
     "ROUTES",

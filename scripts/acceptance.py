@@ -20,7 +20,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consumer.broker import EmbeddedBroker  # noqa: E402
+from devtools.broker import EmbeddedBroker  # noqa: E402
 from schemas import EnrichedEvent  # noqa: E402
 from schemas.deadletter import DeadLetterHeaders  # noqa: E402
 from tests.harness import (  # noqa: E402

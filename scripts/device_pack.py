@@ -99,8 +99,8 @@ def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
 def bench_texts() -> list[str]:
     """Every text `triage bench` can send: the Bitext utterances, else the demo samples (both, to be safe)."""
     sys.path.insert(0, str(ROOT))
-    from consumer.bench import load_texts
-    from consumer.demo import sample_records
+    from devtools.bench import load_texts
+    from devtools.demo import sample_records
 
     texts, _source = load_texts()
     for raw in sample_records():
@@ -234,7 +234,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     for stale in out.glob("*.weights.xz"):
         stale.unlink()
     texts = bench_texts()
-    from consumer.bench import load_texts, pick
+    from devtools.bench import load_texts, pick
 
     reference_texts = pick(load_texts()[0], REFERENCE_TEXTS, 1)  # the first texts of the bench's model-alone sample
     record: dict = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -444,7 +444,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from consumer.bench import load_texts, pick
+    from devtools.bench import load_texts, pick
     from model import TextClassifier
 
     texts = pick(load_texts()[0], args.n, 7)

@@ -20,7 +20,7 @@ def apache_kafka() -> Iterator[str]:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
 
-    from consumer.broker import free_port
+    from devtools.broker import free_port
 
     port = free_port()
     container = (
@@ -53,7 +53,7 @@ def loopback_s3(bucket: str = "tansu") -> Iterator[dict[str, str]]:
     import urllib.request
     from pathlib import Path
 
-    from consumer.broker import await_port, free_port
+    from devtools.broker import await_port, free_port
 
     port = free_port()
     # its own process: serving the broker's many small requests must not compete with the test for the GIL
@@ -73,7 +73,7 @@ def loopback_s3(bucket: str = "tansu") -> Iterator[dict[str, str]]:
 @contextmanager
 def durable_embedded_broker(log_file=None) -> Iterator:
     """An :class:`EmbeddedBroker` whose data outlives its process (``kill()`` then ``start()``)."""
-    from consumer.broker import EmbeddedBroker
+    from devtools.broker import EmbeddedBroker
 
     with loopback_s3() as env, EmbeddedBroker(log_file=log_file, storage="s3://tansu/", storage_env=env) as broker:
         yield broker
@@ -92,7 +92,7 @@ def self_signed_certificate(directory) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
@@ -119,7 +119,7 @@ def tls_embedded_broker(directory, authentication: bool = False) -> Iterator[tup
     import subprocess
     import sys
 
-    from consumer.broker import EmbeddedBroker, await_port, free_port
+    from devtools.broker import EmbeddedBroker, await_port, free_port
 
     cert, key = self_signed_certificate(directory)
     port, tls_port = free_port(), free_port()

@@ -53,7 +53,7 @@ def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         with apache_kafka() as bootstrap:
             yield bootstrap
     else:
-        from consumer.broker import EmbeddedBroker
+        from devtools.broker import EmbeddedBroker
 
         log = tmp_path_factory.mktemp("broker") / "tansu.log"
         with EmbeddedBroker(log_file=log) as broker:

@@ -7,12 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import urllib.error
-import urllib.request
 
 import orjson
 from confluent_kafka.admin import AdminClient
@@ -35,7 +34,7 @@ class Service:
         env = {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "TRIAGE_LOG_FORMAT": "json", "TRIAGE_METRICS_PORT": "0",
                "PYTHONUNBUFFERED": "1"}
         env.update({f"TRIAGE_{k.upper()}": str(v) for k, v in settings.items()})
-        command = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,
+        command = [sys.executable, "-m", "triage", "run", "--bootstrap-servers", bootstrap,
                    "--model-dir", str(model_dir)]
         for name, value in topics.items():
             command += ["--" + name.replace("_", "-"), value]

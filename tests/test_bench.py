@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.bench import BenchOptions, load_texts, markdown, pick, run_bench
+from devtools.bench import BenchOptions, load_texts, markdown, pick, run_bench
+
 
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not math.isnan(value) and value > 0
@@ -125,14 +126,14 @@ def test_side_by_side_and_one_after_the_other_predict_the_same(tiny_model_dir):
 
 
 def _arrival(event: int, stamp: float, phase: bytes = b"backlog"):
-    from consumer.bench import Arrival
+    from devtools.bench import Arrival
 
     return Arrival(at=stamp + 0.01, topic="out", phase=phase, sent=0.0, broker_ts=stamp, value=b"{}",
                    event=str(event).encode())
 
 
 def test_backlog_rate_counts_each_event_once_and_leaves_out_the_first_batches():
-    from consumer.bench import _backlog_rate
+    from devtools.bench import _backlog_rate
 
     arrivals = [_arrival(i, 100.0 + (i // 10) * 0.5) for i in range(40)]  # 4 batches of 10, 0.5 s apart
     arrivals += [_arrival(35, 102.0)]  # re-routed after a rebalance: counted once, at its first stamp
@@ -143,14 +144,14 @@ def test_backlog_rate_counts_each_event_once_and_leaves_out_the_first_batches():
 
 
 def test_backlog_rate_refuses_a_backlog_of_one_batch():
-    from consumer.bench import _backlog_rate
+    from devtools.bench import _backlog_rate
 
     with pytest.raises(RuntimeError, match="several batches"):
         _backlog_rate([_arrival(i, 100.0) for i in range(10)], first_batches=10)
 
 
 def test_first_batches_and_routed_come_from_the_batch_log_lines(tmp_path):
-    from consumer.bench import _first_batches, _routed
+    from devtools.bench import _first_batches, _routed
 
     one, two = tmp_path / "one.log", tmp_path / "two.log"
     one.write_text('not json\n{"event": "started"}\n'
@@ -162,7 +163,7 @@ def test_first_batches_and_routed_come_from_the_batch_log_lines(tmp_path):
 
 
 def test_cpu_meter_cores_over_a_window():
-    from consumer.bench import CpuMeter
+    from devtools.bench import CpuMeter
 
     meter = CpuMeter(every_s=3600)  # no sampling thread activity: the samples are set by hand
     meter.close()
@@ -176,7 +177,7 @@ def test_cpu_meter_cores_over_a_window():
 
 
 def test_steady_load_windows_show_latency_and_broker_cpu_over_time():
-    from consumer.bench import Arrival, CpuMeter, _windows, markdown
+    from devtools.bench import Arrival, CpuMeter, _windows, markdown
 
     meter = CpuMeter(every_s=3600)
     meter.close()

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from consumer.cli import main
+from triage.cli import main
 
 
 def test_classify_json_prints_one_triage_object_per_text(tiny_model_dir, capsysbinary):
@@ -29,10 +29,10 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
 
 
 def test_help_lists_every_command():
-    out = subprocess.run([sys.executable, "-m", "consumer", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "triage", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("run", "broker", "classify", "demo", "train", "evaluate"):
         assert command in out
-    run_help = subprocess.run([sys.executable, "-m", "consumer", "run", "--help"], capture_output=True, text=True,
+    run_help = subprocess.run([sys.executable, "-m", "triage", "run", "--help"], capture_output=True, text=True,
                               check=True).stdout
     assert "--bootstrap-servers" in run_help and "TRIAGE_" in run_help
 
@@ -62,7 +62,7 @@ def test_bad_settings_are_one_line_per_setting_with_its_variable(monkeypatch, ca
 
 
 def test_classify_refuses_empty_text_and_reads_undecodable_bytes(tiny_model_dir, capsys):
-    from consumer.cli import _readable
+    from triage.cli import _readable
 
     assert main(["classify", "--model-dir", str(tiny_model_dir), "refund", "  "]) == 2
     assert "TEXT 2 is empty" in capsys.readouterr().err
@@ -74,7 +74,7 @@ def test_classify_refuses_empty_text_and_reads_undecodable_bytes(tiny_model_dir,
 def test_kafka_client_errors_are_one_line(monkeypatch, capsys):
     from confluent_kafka import KafkaError, KafkaException
 
-    import consumer.cli as cli
+    import triage.cli as cli
 
     def unknown_property(_args):
         raise KafkaException(KafkaError(KafkaError._INVALID_ARG, 'No such configuration property: "foo"'))
@@ -89,8 +89,8 @@ def test_broker_port_is_checked(capsys):
 
     import pytest
 
-    from consumer.broker import EmbeddedBroker
     from consumer.errors import BrokerError
+    from devtools.broker import EmbeddedBroker
 
     with pytest.raises(SystemExit):
         main(["broker", "--port", "99999"])

@@ -2,7 +2,12 @@
 
 import numpy as np
 
-from training.calibration import calibration_report, expected_calibration_error, fit_temperature, softmax
+from training.calibration import (
+    calibration_report,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
 from training.metrics import classification_metrics
 
 

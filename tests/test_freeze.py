@@ -2,7 +2,12 @@
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from tests.tiny import INTENTS, make_tokenizer, vocabulary
 from training.engine import TrainConfig, train

@@ -5,7 +5,13 @@ import pytest
 import torch
 from transformers import pipeline
 
-from model import ArtifactError, InferenceError, TextClassifier, TriageModel, choose_device
+from model import (
+    ArtifactError,
+    InferenceError,
+    TextClassifier,
+    TriageModel,
+    choose_device,
+)
 from model.artifacts import read_manifest, write_manifest
 
 

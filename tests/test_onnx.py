@@ -9,7 +9,8 @@ from transformers import AutoModelForSequenceClassification
 
 from model import ArtifactError, TextClassifier, TriageModel
 from model.artifacts import read_manifest
-from model.onnx import ONNX_FILE, export_onnx
+from model.onnx import ONNX_FILE
+from training.onnx_export import export_onnx
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -95,7 +96,7 @@ def test_a_gpu_never_runs_the_export(exported):
 
 
 def test_export_that_disagrees_with_the_original_is_refused(exported, tmp_path, monkeypatch):
-    import model.onnx as onnx_module
+    import training.onnx_export as onnx_module
 
     shutil.copytree(exported / "sentiment", tmp_path / "sentiment")
     before = (tmp_path / "sentiment" / "manifest.json").read_bytes()
@@ -176,8 +177,8 @@ def test_artifact_without_export_runs_on_torch_and_says_why(tiny_model_dir, tmp_
 
 
 def test_export_onnx_command(tiny_model_dir, tmp_path, capsys):
-    from consumer.cli import main
     from model.artifacts import write_manifest
+    from triage.cli import main
 
     shutil.copytree(tiny_model_dir / "sentiment", tmp_path / "sentiment")
     (tmp_path / "sentiment" / ONNX_FILE).unlink()
@@ -195,7 +196,7 @@ def _gold_of_the_original(directory, texts):
 def test_feed_forward_blocks_are_found_by_weight_shape(tiny_model_dir, tmp_path):
     import onnx
 
-    from model.onnx import feed_forward_nodes
+    from training.onnx_export import feed_forward_nodes
 
     network = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir / "intent").eval()
     example = {"input_ids": torch.ones((1, 4), dtype=torch.long), "attention_mask": torch.ones((1, 4), dtype=torch.long)}
@@ -213,7 +214,7 @@ def _int8_accuracy_moved_by(monkeypatch, points: float, times: int | None = None
 
     Its macro-F1 moves by ``f1_points``.
     """
-    import model.onnx as onnx_module
+    import training.onnx_export as onnx_module
 
     real, calls = onnx_module._check_scores, []
 
@@ -230,7 +231,7 @@ def _int8_accuracy_moved_by(monkeypatch, points: float, times: int | None = None
 
 
 def test_export_records_its_accuracy_on_labelled_checks(exported, tmp_path):
-    from model.onnx import AccuracyCheck, allowed_change
+    from training.onnx_export import AccuracyCheck, allowed_change
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
     gold = _gold_of_the_original(tmp_path / "intent", TEXTS)  # the original scores 100% on its own answers
@@ -245,7 +246,7 @@ def test_export_records_its_accuracy_on_labelled_checks(exported, tmp_path):
 def test_export_keeps_feed_forward_matmuls_in_float_until_accuracy_holds(exported, tmp_path, monkeypatch):
     import onnx
 
-    from model.onnx import AccuracyCheck
+    from training.onnx_export import AccuracyCheck
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
     calls = _int8_accuracy_moved_by(monkeypatch, 50.0, times=1)  # the all-int8 variant only
@@ -265,7 +266,7 @@ def test_export_keeps_feed_forward_matmuls_in_float_until_accuracy_holds(exporte
 def test_the_up_projection_goes_float_after_the_down_projection(exported, tmp_path, monkeypatch):
     import onnx
 
-    from model.onnx import AccuracyCheck
+    from training.onnx_export import AccuracyCheck
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
     calls = _int8_accuracy_moved_by(monkeypatch, 50.0, times=2)  # all int8, then 0.down in float
@@ -279,7 +280,7 @@ def test_the_up_projection_goes_float_after_the_down_projection(exported, tmp_pa
 
 
 def test_float_ladder_takes_down_projections_first():
-    from model.onnx import float_ladder
+    from training.onnx_export import float_ladder
 
     assert float_ladder(0) == [()]
     assert float_ladder(2) == [(), ("0.down",), ("0.down", "1.down"), ("0.down", "1.down", "0.up"),
@@ -301,7 +302,7 @@ def test_an_older_manifests_float_layers_are_kept_by_a_reexport(exported, tmp_pa
 
 
 def test_a_small_check_set_may_move_by_one_text_and_no_more(exported, tmp_path, monkeypatch):
-    from model.onnx import AccuracyCheck
+    from training.onnx_export import AccuracyCheck
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
     texts = (TEXTS * 8)[:60]
@@ -316,7 +317,7 @@ def test_a_small_check_set_may_move_by_one_text_and_no_more(exported, tmp_path, 
 
 
 def test_export_that_moves_accuracy_with_every_recipe_is_refused(exported, tmp_path, monkeypatch):
-    from model.onnx import AccuracyCheck
+    from training.onnx_export import AccuracyCheck
 
     shutil.copytree(exported / "sentiment", tmp_path / "sentiment")
     before = (tmp_path / "sentiment" / "manifest.json").read_bytes()
@@ -328,7 +329,7 @@ def test_export_that_moves_accuracy_with_every_recipe_is_refused(exported, tmp_p
 
 
 def test_export_that_holds_accuracy_but_moves_macro_f1_is_not_kept(exported, tmp_path, monkeypatch):
-    from model.onnx import AccuracyCheck
+    from training.onnx_export import AccuracyCheck
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
     texts = (TEXTS * 32)[:256]  # large enough for the 0.4-point rule
@@ -340,8 +341,8 @@ def test_export_that_holds_accuracy_but_moves_macro_f1_is_not_kept(exported, tmp
 
 
 def test_macro_f1_is_the_one_triage_evaluate_reports():
-    from model.onnx import macro_f1
     from training.metrics import classification_metrics
+    from training.onnx_export import macro_f1
 
     rng = np.random.default_rng(3)
     gold, predicted = rng.integers(0, 5, 300), rng.integers(0, 6, 300)  # class 5 is predicted, never gold

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -13,7 +13,7 @@ from schemas.deadletter import DeadLetterHeaders
 from tests.fakes import FakeMessage, inquiry
 
 TOPICS = Topics("out.auto", "out.human", "out.dlq")
-NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
 def nested(depth: int) -> bytes:

@@ -1,9 +1,9 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 
-from consumer.processor import Processor, Topics, decode, Rejection
+from consumer.processor import Processor, Rejection, Topics, decode
 from consumer.routing import RoutingPolicy
 from model import InferenceError
 from schemas import EnrichedEvent
@@ -13,7 +13,7 @@ from tests.fakes import BAD_RECORDS, FakeMessage, inquiry
 TOPICS = Topics("out.auto", "out.human", "out.dlq")
 POLICY = RoutingPolicy(human_intents=frozenset({"contact_human_agent", "complaint"}),
                        negative_threshold=0.6, abstain_threshold=0.5)
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def make_processor(model) -> Processor:

@@ -1,14 +1,14 @@
 """Publisher: records the broker refuses become dead letters, in at-least-once and in exactly-once mode."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer.errors import DeliveryError, PublishRefused, TransactionUnknown
 from consumer.processor import OutputRecord, Processor, Topics
-from consumer.routing import RoutingPolicy
 from consumer.publisher import OMITTED_HEADER, Publisher, record_size
+from consumer.routing import RoutingPolicy
 from schemas.deadletter import DeadLetterHeaders
 from tests.fakes import FakeMessage
 
@@ -92,7 +92,7 @@ class BrokerProducer:
 def _processor() -> Processor:
     policy = RoutingPolicy(human_intents=frozenset(), negative_threshold=0.6, abstain_threshold=0.5)
     return Processor(model=None, policy=policy, topics=TOPICS, max_text_chars=10_000,
-                     clock=lambda: datetime(2026, 11, 27, tzinfo=timezone.utc))
+                     clock=lambda: datetime(2026, 11, 27, tzinfo=UTC))
 
 
 def _record(offset: int, value: bytes, topic: str = "out.auto", source_value: bytes = b'{"event_id": "e"}'):

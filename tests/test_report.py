@@ -6,7 +6,12 @@ import numpy as np
 
 from training.evaluate import Scored
 from training.metrics import classification_metrics
-from training.render import accuracy_by_length, reliability, worst_confusions, write_report
+from training.render import (
+    accuracy_by_length,
+    reliability,
+    worst_confusions,
+    write_report,
+)
 
 
 def _scored():

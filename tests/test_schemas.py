@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -19,7 +19,7 @@ def test_inquiry_keeps_unknown_fields_and_checks_known_ones():
 def test_dead_letter_headers_round_trip():
     headers = DeadLetterHeaders(stage="decode", error_class="InvalidJson", message="m", source_topic="t",
                                 source_partition=2, source_offset=9,
-                                failed_at=datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat())
+                                failed_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat())
     wire = [("trace", b"x")] + headers.to_kafka()
     assert DeadLetterHeaders.from_kafka(wire) == headers
     assert all(isinstance(v, bytes) for _, v in wire)

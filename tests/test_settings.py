@@ -3,8 +3,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from consumer.cli import build_parser, settings_from_args
 from consumer.settings import Settings
+from triage.cli import build_parser, settings_from_args
 
 
 def test_defaults_match_the_documented_cli():

@@ -3,12 +3,12 @@
 import subprocess
 import sys
 
-from training.cli import build_parser
 from training.engine import TrainConfig
+from triage.cli import build_parser
 
 
 def test_cli_imports_no_torch():
-    code = "import sys, training.cli; print(any(m.split('.')[0] in ('torch', 'transformers') for m in sys.modules))"
+    code = "import sys, triage.cli; print(any(m.split('.')[0] in ('torch', 'transformers') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -27,8 +27,8 @@ def test_train_defaults_match_recipes():
 
 
 def test_the_intent_recipe_of_the_cli_is_the_cross_validated_default():
-    from training.cli import _config, _intent_recipe
     from training.intent import default_recipe
+    from triage.training_commands import _config, _intent_recipe
 
     for command in (["train", "intent"], ["crossval", "intent"]):
         args = build_parser().parse_args(command)
@@ -68,7 +68,7 @@ def test_evaluate_names_what_is_wrong_with_a_csv(tmp_path):
 def test_evaluate_options_are_checked_before_any_model_loads(tmp_path, capsys):
     import pytest
 
-    from training.cli import main
+    from triage.cli import main
 
     with pytest.raises(SystemExit):
         main(["evaluate", "intent", "--data", "x.csv", "--batch-size", "0"])

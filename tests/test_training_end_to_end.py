@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from training import data as bitext
-from training.cli import main
 from training.paths import DATA_DIR, default_base_model
+from triage.cli import main
 
 ROWS_PER_RELEASE = 120
 
@@ -78,7 +78,7 @@ def test_artifact_loads_with_pipeline(trained):
 def test_training_writes_the_int8_export_into_the_one_manifest(trained):
     from model import TextClassifier
     from model.artifacts import read_manifest, sha256_file
-    from model.onnx import allowed_change
+    from training.onnx_export import allowed_change
 
     manifest = read_manifest(trained)
     assert manifest.onnx is not None and manifest.onnx.probe_agreement >= 0.95

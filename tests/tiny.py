@@ -105,7 +105,7 @@ def build_artifact(directory: Path, task: str, seed: int = 0, onnx: bool = True)
         hyperparameters={"steps": 80, "seed": seed},
     ))
     if onnx:
-        from model.onnx import export_onnx
+        from training.onnx_export import export_onnx
 
         export_onnx(directory, texts[:64])
     return directory

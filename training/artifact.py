@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from model.artifacts import DataFile, Manifest, sha256_file, write_manifest
@@ -32,7 +32,7 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
 
     The export (what CPU inference runs, see :mod:`model.onnx`) is checked against the trained network on
     ``probe_texts`` (held-out texts) and must keep the float32 network's accuracy on ``checks`` (labelled
-    validation sets, :class:`model.onnx.AccuracyCheck`). If it cannot be made (onnx/onnxruntime missing, or
+    validation sets, :class:`training.onnx_export.AccuracyCheck`). If it cannot be made (onnx/onnxruntime missing, or
     it disagrees with the network) the artifact is saved without it and runs on torch. The manifest is written once, export
     included, so a service hot-reloading this directory loads the new version with its export.
     """
@@ -40,12 +40,13 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     version = version_string(manifest_fields["task"], manifest_fields["data"], manifest_fields["hyperparameters"], now)
     task = manifest_fields["task"]
     export = None
     try:
-        from model.onnx import PROBE_TEXTS, build_onnx
+        from model.onnx import PROBE_TEXTS
+        from training.onnx_export import build_onnx
 
         export = build_onnx(directory, manifest_fields.get("max_length", 128), list(probe_texts or ()) or PROBE_TEXTS,
                             checks)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from model.scope import ScopeGate
 from training import data as bitext
 from training.calibration import expected_calibration_error, fit_temperature, softmax
-from model.scope import ScopeGate
 from training.slots import fill_slots, has_slots
 
 #: the three vendored releases a fold can hold out

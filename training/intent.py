@@ -9,14 +9,20 @@ from pathlib import Path
 
 import numpy as np
 
-from model.onnx import AccuracyCheck
 from training import data as bitext
 from training.artifact import data_file, save_artifact
 from training.augment import Augmentation, augment
 from training.calibration import calibration_report, fit_temperature, softmax
-from training.engine import OutlierExposure, TrainConfig, predict_logits, seed_everything, train
+from training.engine import (
+    OutlierExposure,
+    TrainConfig,
+    predict_logits,
+    seed_everything,
+    train,
+)
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
+from training.onnx_export import AccuracyCheck
 from training.paths import REPORTS_DIR
 
 # chosen by the worst leave-one-release-out fold (`triage crossval intent`, docs/model-card.md): every layer

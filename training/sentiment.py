@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from model.artifacts import SENTIMENT_LABELS
-from model.onnx import AccuracyCheck
 from training import sentiment_data as sd
 from training.artifact import data_file, save_artifact
 from training.calibration import calibration_report, fit_temperature, softmax
@@ -17,6 +16,7 @@ from training.data import stratified_holdout
 from training.engine import TrainConfig, predict_logits, seed_everything, train
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
+from training.onnx_export import AccuracyCheck
 
 SENTIMENT_DEFAULTS = TrainConfig(epochs=2.0, lr=1e-4, batch_size=32, max_length=64, seed=13)
 #: validation sources scored at the end of training (tweeteval-test is in reports/results.md)

@@ -6,14 +6,14 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from consumer.broker import free_port
+from devtools.broker import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def test_triage_broker_serves_kafka_in_the_foreground_until_stopped():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "consumer", "broker", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "triage", "broker", "--port", str(port)],
                                stdout=subprocess.PIPE, text=True)
     try:
         assert f"127.0.0.1:{port}" in process.stdout.readline()
@@ -42,7 +42,7 @@ def test_triage_broker_on_s3_storage_keeps_records_across_a_restart(tmp_path):
 
     with loopback_s3() as env:
         port = free_port()
-        command = [sys.executable, "-m", "consumer", "broker", "--port", str(port), "--storage", "s3://tansu/"]
+        command = [sys.executable, "-m", "triage", "broker", "--port", str(port), "--storage", "s3://tansu/"]
         bootstrap = f"127.0.0.1:{port}"
         for run in range(2):
             process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
@@ -60,7 +60,7 @@ def test_triage_broker_on_s3_storage_keeps_records_across_a_restart(tmp_path):
 
 
 def test_triage_broker_refuses_a_storage_it_does_not_know():
-    result = subprocess.run([sys.executable, "-m", "consumer", "broker", "--storage", "file:///tmp/x"],
+    result = subprocess.run([sys.executable, "-m", "triage", "broker", "--storage", "file:///tmp/x"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "not a storage URL the broker knows" in result.stderr

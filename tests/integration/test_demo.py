@@ -1,6 +1,6 @@
 import pytest
 
-from consumer.demo import run_demo, sample_records
+from devtools.demo import run_demo, sample_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

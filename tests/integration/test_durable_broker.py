@@ -14,7 +14,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.brokers import durable_embedded_broker
-from tests.harness import Service, inquiries, reconcile_until_complete, wait_for_topics, wait_until
+from tests.harness import (
+    Service,
+    inquiries,
+    reconcile_until_complete,
+    wait_for_topics,
+    wait_until,
+)
 from tests.kafka_client import read_values, write_values
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,7 +11,17 @@ import pytest
 
 from model.artifacts import read_manifest, write_manifest
 from tests.fakes import BAD_RECORDS
-from tests.harness import Service, get, inquiries, metrics_port, read_outputs, samples, total, wait_for_topics, wait_until
+from tests.harness import (
+    Service,
+    get,
+    inquiries,
+    metrics_port,
+    read_outputs,
+    samples,
+    total,
+    wait_for_topics,
+    wait_until,
+)
 from tests.kafka_client import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -96,7 +106,7 @@ def test_hot_reload_swaps_good_models_and_refuses_bad_ones(bootstrap_servers, ti
 def test_topics_create_command(bootstrap_servers, topics, capsys):
     from confluent_kafka.admin import AdminClient
 
-    from consumer.cli import main
+    from triage.cli import main
 
     args = ["topics", "create", "--bootstrap-servers", bootstrap_servers, "--partitions", "2"]
     for name in ("input_topic", "auto_topic", "human_topic", "dlq_topic"):

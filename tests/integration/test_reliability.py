@@ -116,7 +116,7 @@ def test_consumer_joining_and_leaving_mid_stream(bootstrap_servers, tiny_model_d
 
 
 def test_service_survives_a_broker_restart(tiny_model_dir, topics, tmp_path):
-    from consumer.broker import EmbeddedBroker, free_port
+    from devtools.broker import EmbeddedBroker, free_port
 
     port = free_port()
     broker = EmbeddedBroker(port=port).start()

@@ -75,7 +75,7 @@ def test_a_refused_login_stops_the_service_at_once_with_a_clear_error(sasl_broke
 
 
 def test_print_config_masks_every_secret():
-    result = subprocess.run([sys.executable, "-m", "consumer", "run", "--print-config", "--security-protocol",
+    result = subprocess.run([sys.executable, "-m", "triage", "run", "--print-config", "--security-protocol",
                              "SASL_SSL", "--sasl-username", USER],
                             env={"TRIAGE_SASL_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin",
                                  "TRIAGE_KAFKA_PROPERTIES": '{"sasl.oauthbearer.config": "clientSecret=abc123"}'},

@@ -14,15 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from consumer.app import prepare_topics, run_service
-from consumer.broker import EmbeddedBroker
 from consumer.logs import configure_logging
 from consumer.settings import Settings
+from devtools.broker import EmbeddedBroker
 from model.artifacts import is_artifact
 from schemas.deadletter import DeadLetterHeaders
 
 
 def sample_records() -> list[bytes]:
-    text = resources.files("consumer").joinpath("samples.jsonl").read_bytes()
+    text = resources.files("devtools").joinpath("samples.jsonl").read_bytes()
     return [line for line in text.splitlines() if line.strip()]
 
 
@@ -33,11 +33,9 @@ def ensure_models(model_dir: Path, console: Console) -> None:
         if is_artifact(target):
             continue
         console.rule(f"[bold]No {task} model in {target}: training one with the defaults")
-        from training.cli import main as training_main  # the demo trains; the service never does
+        from training.api import train_default  # the demo trains; the service never does
 
-        code = training_main(["train", task, "--output", str(target)])
-        if code != 0:
-            raise SystemExit(f"training the {task} model failed (exit {code})")
+        train_default(task, target)
 
 
 def run_demo(model_dir: Path, timeout_s: float = 180.0) -> int:

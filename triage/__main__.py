@@ -1,5 +1,5 @@
 import sys
 
-from consumer.cli import main
+from triage.cli import main
 
 sys.exit(main())

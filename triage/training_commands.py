@@ -1,4 +1,5 @@
-"""``triage train ...`` and ``triage evaluate ...``: argument parsing only (heavy imports are lazy)."""
+"""``triage train``, ``triage crossval`` and ``triage evaluate``: their options, and the calls into training/ (imported
+only when one of them runs, so the service commands never load it)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def _add_recipe_options(p: argparse.ArgumentParser, task: str) -> None:
 
 def _add_train_parser(sub) -> None:
     train = sub.add_parser("train", help="fine-tune a model offline and write an artifact directory")
+    train.set_defaults(handler=run_train)
     tasks = train.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
     for task, what in (("intent", "27 Bitext intents (11 categories)"),
                        ("sentiment", "negative / neutral / positive in customer-service register")):
@@ -93,6 +95,7 @@ def _add_train_parser(sub) -> None:
 
 def _add_crossval_parser(sub) -> None:
     cv = sub.add_parser("crossval", help="leave-one-release-out cross-validation of a training recipe")
+    cv.set_defaults(handler=run_crossval)
     tasks = cv.add_subparsers(dest="task", required=True, metavar="{intent}")
     p = tasks.add_parser(
         "intent", formatter_class=_Help,
@@ -115,6 +118,7 @@ def _add_crossval_parser(sub) -> None:
 
 def _add_evaluate_parser(sub) -> None:
     ev = sub.add_parser("evaluate", help="score an artifact on a labelled CSV")
+    ev.set_defaults(handler=run_evaluate)
     tasks = ev.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
     for task in ("intent", "sentiment"):
         p = tasks.add_parser(task, help=f"evaluate the {task} model on any CSV",
@@ -135,13 +139,11 @@ def _add_evaluate_parser(sub) -> None:
                             "the service does), torch, onnx")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="triage", description="Train and evaluate inquiry-triage models.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,crossval,evaluate}")
+def add_commands(sub) -> None:
+    """Add ``train``, ``crossval`` and ``evaluate`` to the ``triage`` parser's subcommands."""
     _add_train_parser(sub)
     _add_crossval_parser(sub)
     _add_evaluate_parser(sub)
-    return parser
 
 
 def parse_weights(text: str) -> tuple[float, float, float]:
@@ -249,13 +251,3 @@ def run_evaluate(args) -> int:
 
         print_table(f"{args.task} on {args.data}", scored.metrics)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; ``argv`` starts with the command word (``train`` or ``evaluate``)."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return {"train": run_train, "crossval": run_crossval, "evaluate": run_evaluate}[args.command](args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -101,7 +101,7 @@ def load_texts() -> tuple[list[str], str]:
                 texts = [row["utterance"].strip() for row in csv.DictReader(handle) if (row.get("utterance") or "").strip()]
             if texts:
                 return texts, str(BITEXT)
-    from consumer.demo import sample_records
+    from devtools.demo import sample_records
 
     texts = []
     for raw in sample_records():
@@ -111,7 +111,7 @@ def load_texts() -> tuple[list[str], str]:
             continue
         if isinstance(value, dict) and isinstance(value.get("text"), str) and value["text"].strip():
             texts.append(value["text"])
-    return texts, "consumer/samples.jsonl"
+    return texts, "devtools/samples.jsonl"
 
 
 def pick(texts: list[str], n: int, seed: int) -> list[str]:
@@ -616,7 +616,7 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
     """(3) the backlog, (4) the steady load and, with ``members`` >= 2, (5) the scale-out, on one embedded broker."""
     from confluent_kafka import Producer
 
-    from consumer.broker import EmbeddedBroker
+    from devtools.broker import EmbeddedBroker
 
     workdir = Path(tempfile.mkdtemp(prefix="triage-bench-"))
     with contextlib.ExitStack() as stack:
@@ -741,7 +741,7 @@ def _service_batches(log_path: Path, since: float | None = None) -> dict[str, An
 
 
 def _service_command(bootstrap: str, model_dir: Path, names: dict[str, str]) -> list[str]:
-    command = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,
+    command = [sys.executable, "-m", "triage", "run", "--bootstrap-servers", bootstrap,
                "--model-dir", str(model_dir), "--log-format", "json", "--log-level", "info"]
     for name, value in names.items():
         command += ["--" + name.replace("_", "-"), value]
@@ -922,7 +922,7 @@ def _cpu_note(measured: dict[str, Any]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The README's table for a ``triage bench --json`` result: ``python -m consumer.bench reports/bench.json``."""
+    """The README's table for a ``triage bench --json`` result: ``python -m devtools.bench reports/bench.json``."""
     seed, model, e2e, latency = result["seed"], result["model"], result["end_to_end"], result["latency"]
     ratios = result["ratios"]
     rows = [
@@ -952,6 +952,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m consumer.bench reports/bench.json: the README's table
+if __name__ == "__main__":  # python -m devtools.bench reports/bench.json: the README's table
     for name in sys.argv[1:]:
         print(markdown(orjson.loads(Path(name).read_bytes())))

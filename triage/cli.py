@@ -1,4 +1,5 @@
-"""The ``triage`` command line."""
+"""The ``triage`` command line: one argparse tree. Each command parses its flags and calls one function of the
+service (consumer/), the trainer (training/) or the dev tools (devtools/), imported when the command runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from triage.training_commands import add_commands
 
 # (flag, Settings field, type, help) of `triage run`; every one also reads TRIAGE_<FIELD> from the environment.
 RUN_OPTIONS: list[tuple[str, str, type, str]] = [
@@ -39,10 +42,6 @@ RUN_OPTIONS: list[tuple[str, str, type, str]] = [
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "crossval", "evaluate"):
-        from training.cli import main as training_main  # training is never imported by the service
-
-        return training_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -108,7 +107,7 @@ def port_number(text: str) -> int:
 
 def storage_url(text: str) -> str:
     """argparse type: a storage URL the embedded broker knows."""
-    from consumer.broker import STORAGE_SCHEMES
+    from devtools.broker import STORAGE_SCHEMES
 
     scheme, sep, rest = text.partition("://")
     if not sep or scheme not in STORAGE_SCHEMES or not rest.strip("/"):
@@ -205,10 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="artifact directories (artifacts/intent artifacts/sentiment)")
     export.set_defaults(handler=_cmd_export_onnx)
 
-    sub.add_parser("train", help="train the intent or sentiment model (triage train --help)", add_help=False)
-    sub.add_parser("crossval", help="leave-one-release-out cross-validation of the intent recipe "
-                   "(triage crossval intent --help)", add_help=False)
-    sub.add_parser("evaluate", help="evaluate a model on a CSV (triage evaluate --help)", add_help=False)
+    add_commands(sub)
     return parser
 
 
@@ -252,7 +248,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_broker(args: argparse.Namespace) -> int:
     import signal
 
-    from consumer.broker import EmbeddedBroker
+    from devtools.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(port=args.port, storage=args.storage)
     stopping = []
@@ -333,7 +329,7 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from model.onnx import export_onnx
+    from training.onnx_export import export_onnx
 
     dirs = args.dirs or [Path("artifacts") / "intent", Path("artifacts") / "sentiment"]
     for directory in dirs:
@@ -352,13 +348,13 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from consumer.bench import run_bench
+    from devtools.bench import run_bench
 
     return run_bench(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from consumer.demo import run_demo
+    from devtools.demo import run_demo
 
     return run_demo(args.model_dir, timeout_s=args.timeout)
 

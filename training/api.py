@@ -1,0 +1,24 @@
+"""What other tools call to train: one function per job, with the shipped recipes as defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def train_default(task: str, output: Path, data_dir: Path | None = None, base_model: str | None = None):
+    """Train the ``intent`` or ``sentiment`` model with the shipped recipe into ``output``; returns its manifest."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the base encoders ship in wheels; nothing is downloaded
+    from training.paths import DATA_DIR, default_base_model
+
+    data_dir = Path(data_dir or DATA_DIR)
+    base_model = base_model or default_base_model()
+    if task == "intent":
+        from training.intent import train_intent
+
+        return train_intent(data_dir, Path(output), base_model)
+    if task == "sentiment":
+        from training.sentiment import train_sentiment
+
+        return train_sentiment(data_dir, Path(output), base_model)
+    raise ValueError(f"unknown task {task!r}: intent or sentiment")
