@@ -31,6 +31,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/ruff check schemas model consumer training devtools triage tests
+	$(BIN)/ruff format --check schemas model consumer training devtools triage tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -21,7 +21,10 @@ from model import TriageModel
 
 def load_model(settings: Settings) -> TriageModel:
     return TriageModel.load(
-        settings.model_dir, settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size,
+        settings.model_dir,
+        settings.device,
+        top_k=settings.top_k,
+        batch_size=settings.inference_batch_size,
         backend=settings.backend,
     )
 
@@ -70,9 +73,12 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
         processor = build_processor(settings, model)
         metrics.set_models(processor.model.versions)
         health.update(model_loaded=True)
-        log.info("model_loaded", versions=processor.model.versions.model_dump(),
-                 runtime=processor.model.runtime,
-                 onnx_unused=processor.model.backend_notes or None)
+        log.info(
+            "model_loaded",
+            versions=processor.model.versions.model_dump(),
+            runtime=processor.model.runtime,
+            onnx_unused=processor.model.backend_notes or None,
+        )
         prepare_topics(settings)
         log.info("heap_frozen", objects=freeze_long_lived())  # no full GC pass walks the models (consumer/heap.py)
         stack.callback(unfreeze)  # on the way out: a process that runs the service in-process gets its collector back
@@ -80,8 +86,11 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
             settings,
             processor,
             load=lambda: load_model(settings),
-            on_swap=lambda new: (metrics.set_models(new.versions), metrics.reloads.labels(outcome="swapped").inc(),
-                                 refreeze()),
+            on_swap=lambda new: (
+                metrics.set_models(new.versions),
+                metrics.reloads.labels(outcome="swapped").inc(),
+                refreeze(),
+            ),
             on_refuse=lambda: metrics.reloads.labels(outcome="refused").inc(),
         )
         stack.callback(reloader.close)

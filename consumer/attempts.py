@@ -123,8 +123,14 @@ class CrashGuard:
             until = mark.suspect_until if mark is not None and mark.offset == offset else -1
             if failed:
                 until = max(until, offset + self.batch_size)
-                self.log.warning("crashed_here_before", topic=tp[0], partition=tp[1], offset=offset, times=failed,
-                                 action="dead_letter" if failed >= self.limit else "one_record_at_a_time")
+                self.log.warning(
+                    "crashed_here_before",
+                    topic=tp[0],
+                    partition=tp[1],
+                    offset=offset,
+                    times=failed,
+                    action="dead_letter" if failed >= self.limit else "one_record_at_a_time",
+                )
             claims[tp] = Mark(offset, failed + 1, until)
         if claims:
             self._write(consumer, claims)
@@ -179,8 +185,9 @@ class CrashGuard:
             consumer.commit(offsets=offsets, asynchronous=False)
             if self.broker_keeps_metadata is None:
                 back = consumer.committed([TopicPartition(t.topic, t.partition) for t in offsets], timeout=10)
-                self.broker_keeps_metadata = all(getattr(b, "metadata", None) == o.metadata
-                                                 for b, o in zip(back, offsets))
+                self.broker_keeps_metadata = all(
+                    getattr(b, "metadata", None) == o.metadata for b, o in zip(back, offsets)
+                )
                 if not self.broker_keeps_metadata:
                     self.log.info("commit_metadata_not_kept", state_file=str(self.files.path))
         except KafkaException as exc:

@@ -45,8 +45,10 @@ def transactional_id(settings: Settings) -> Iterator[str]:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
         return
-    raise ConfigError(f"more than {MAX_SLOTS} service processes of group {settings.group_id!r} on this host; "
-                      f"set TRIAGE_TRANSACTIONAL_ID per process")
+    raise ConfigError(
+        f"more than {MAX_SLOTS} service processes of group {settings.group_id!r} on this host; "
+        f"set TRIAGE_TRANSACTIONAL_ID per process"
+    )
 
 
 def _name(text: str) -> str:

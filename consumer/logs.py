@@ -86,8 +86,9 @@ class KafkaClientLogs(logging.Handler):
             if repeats is None:
                 return
             extra = {"repeats": repeats} if repeats else {}
-            structlog.get_logger("librdkafka").log(record.levelno, "kafka_client_log", facility=facility,
-                                                   client=client, message=message, **extra)
+            structlog.get_logger("librdkafka").log(
+                record.levelno, "kafka_client_log", facility=facility, client=client, message=message, **extra
+            )
         except Exception:
             self.handleError(record)
 

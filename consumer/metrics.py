@@ -27,26 +27,38 @@ class Metrics:
         self.routed = Counter("triage_events_routed", "Enriched events published", ["route", "intent"], registry=r)
         self.dead_letters = Counter("triage_dead_letters", "Records sent to the DLQ", ["stage", "reason"], registry=r)
         self.batch_size = Histogram("triage_batch_size", "Records per micro-batch", buckets=BATCH_BUCKETS, registry=r)
-        self.inference = Histogram("triage_inference_seconds", "Decode + model + routing time per batch",
-                                   buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_latency = Histogram("triage_batch_seconds", "Batch time from taken to committed",
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.end_to_end = Histogram("triage_end_to_end_latency_seconds",
-                                    "From the inquiry's Kafka timestamp to its output being acknowledged",
-                                    buckets=LATENCY_BUCKETS, registry=r)
-        self.lag = Gauge("triage_consumer_lag", "Records behind the end of the partition", ["topic", "partition"],
-                         registry=r)
+        self.inference = Histogram(
+            "triage_inference_seconds", "Decode + model + routing time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_latency = Histogram(
+            "triage_batch_seconds", "Batch time from taken to committed", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.end_to_end = Histogram(
+            "triage_end_to_end_latency_seconds",
+            "From the inquiry's Kafka timestamp to its output being acknowledged",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "triage_consumer_lag", "Records behind the end of the partition", ["topic", "partition"], registry=r
+        )
         self.model = Info("triage_model", "Versions of the loaded models", registry=r)
         self.reloads = Counter("triage_model_reloads", "Model hot reloads", ["outcome"], registry=r)
-        self.model_failures = Counter("triage_model_failures", "Batches the model failed on or timed out on",
-                                      registry=r)
-        self.publish_failures = Counter("triage_publish_failures",
-                                        "Batches whose outputs could not be published (transient: retried; "
-                                        "permanent: the service stopped)", ["kind"], registry=r)
+        self.model_failures = Counter(
+            "triage_model_failures", "Batches the model failed on or timed out on", registry=r
+        )
+        self.publish_failures = Counter(
+            "triage_publish_failures",
+            "Batches whose outputs could not be published (transient: retried; permanent: the service stopped)",
+            ["kind"],
+            registry=r,
+        )
         self.publish_retries = Counter("triage_publish_retries", "Batches rewound to publish again", registry=r)
-        self.oldest_unfinished = Gauge("triage_oldest_unfinished_seconds",
-                                       "How long the oldest record taken but not finished has waited (0: none)",
-                                       registry=r)
+        self.oldest_unfinished = Gauge(
+            "triage_oldest_unfinished_seconds",
+            "How long the oldest record taken but not finished has waited (0: none)",
+            registry=r,
+        )
 
     def watch(self, health: Health) -> None:
         """Gauges computed from the health state when scraped."""
@@ -146,8 +158,9 @@ class MetricsServer:
 
     def start(self) -> MetricsServer:
         self.thread.start()
-        structlog.get_logger("triage.metrics").info("metrics_listening", host=self.server.server_address[0],
-                                                    port=self.port)
+        structlog.get_logger("triage.metrics").info(
+            "metrics_listening", host=self.server.server_address[0], port=self.port
+        )
         return self
 
     def stop(self) -> None:

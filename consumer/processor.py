@@ -107,8 +107,12 @@ class Processor:
                 records[item.index] = self._enriched(message, item, processed_at)
             except Exception as exc:  # e.g. orjson cannot write a body nested deeper than 254 levels
                 # the exception's text may quote the input; name the class and where it stopped only
-                records[item.index] = self.dead_letter(message, Rejection(
-                    "encode", type(exc).__name__, f"the enriched event cannot be written: {_short(str(exc), 120)}"))
+                records[item.index] = self.dead_letter(
+                    message,
+                    Rejection(
+                        "encode", type(exc).__name__, f"the enriched event cannot be written: {_short(str(exc), 120)}"
+                    ),
+                )
         return [r for r in records if r is not None]
 
     def _predict_isolating(self, items: list[_Accepted]) -> None:
@@ -221,19 +225,25 @@ def decode(value: bytes | None, max_text_chars: int) -> tuple[dict, str]:
     if not isinstance(payload, dict):
         raise Rejection("decode", "NotAnObject", f"value is a JSON {type(payload).__name__}, not an object")
     if _lost_integer(payload, value):
-        raise Rejection("decode", "NumberOutOfRange", "value holds an integer beyond 64 bits, which the JSON parser "
-                        "reads as an inexact float: publishing it would change the number")
+        raise Rejection(
+            "decode",
+            "NumberOutOfRange",
+            "value holds an integer beyond 64 bits, which the JSON parser "
+            "reads as an inexact float: publishing it would change the number",
+        )
     if RESERVED_KEY in payload:
-        raise Rejection("validate", "ReservedKey", f"the {RESERVED_KEY!r} key is the service's own output; an input "
-                        "must not carry it (is an output topic being read back as input?)")
+        raise Rejection(
+            "validate",
+            "ReservedKey",
+            f"the {RESERVED_KEY!r} key is the service's own output; an input "
+            "must not carry it (is an output topic being read back as input?)",
+        )
     try:
         event = InquiryEvent.model_validate(payload)
     except ValidationError as exc:
         raise Rejection("validate", "SchemaError", _describe(exc)) from None
     if len(event.text) > max_text_chars:
-        raise Rejection(
-            "validate", "TextTooLong", f"text has {len(event.text)} characters, more than {max_text_chars}"
-        )
+        raise Rejection("validate", "TextTooLong", f"text has {len(event.text)} characters, more than {max_text_chars}")
     return payload, event.text
 
 

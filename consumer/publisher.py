@@ -20,28 +20,32 @@ from consumer.errors import DeliveryError, PublishRefused, TransactionUnknown
 from consumer.processor import OutputRecord, Processor, Rejection
 
 # Broker answers that concern one record, not the connection: retrying the same record cannot succeed.
-RECORD_ERRORS = frozenset({
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.INVALID_MSG_SIZE,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_RECORD,
-    KafkaError.INVALID_MSG,
-})
+RECORD_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+    }
+)
 # Answers about the stream itself that no retry cures: the operator has to act (create the topic, grant the ACL).
-PERMANENT_ERRORS = frozenset({
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_TOPIC,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-    KafkaError.TOPIC_EXCEPTION,
-    KafkaError.POLICY_VIOLATION,
-    KafkaError.SASL_AUTHENTICATION_FAILED,
-    KafkaError._AUTHENTICATION,
-    KafkaError._FENCED,
-    KafkaError.PRODUCER_FENCED,
-    KafkaError.INVALID_PRODUCER_EPOCH,
-})
+PERMANENT_ERRORS = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+    }
+)
 OMITTED_HEADER = "triage.value.omitted"
 #: a pointer keeps the input's key (per-key order on the DLQ) unless the key alone is larger than this
 POINTER_KEY_MAX_BYTES = 4096
@@ -81,8 +85,14 @@ class Publisher:
     limit) step back to their fallback before they are sent, so per-key order holds on that path too.
     """
 
-    def __init__(self, producer_factory: Callable[[], Producer], processor: Processor, timeout_s: float,
-                 transactional: bool = False, max_message_bytes: int | None = None):
+    def __init__(
+        self,
+        producer_factory: Callable[[], Producer],
+        processor: Processor,
+        timeout_s: float,
+        transactional: bool = False,
+        max_message_bytes: int | None = None,
+    ):
         self.producer_factory = producer_factory
         self.processor = processor
         self.timeout_s = timeout_s
@@ -97,7 +107,9 @@ class Publisher:
                 producer.init_transactions(self.timeout_s)
             except KafkaException as exc:
                 if permanent(exc.args[0]):
-                    raise PublishRefused(f"cannot start transactions: {exc.args[0].name()}: {exc.args[0].str()}") from exc
+                    raise PublishRefused(
+                        f"cannot start transactions: {exc.args[0].name()}: {exc.args[0].str()}"
+                    ) from exc
                 raise
         return producer
 
@@ -117,8 +129,12 @@ class Publisher:
     def close(self, timeout_s: float) -> int:
         return self.producer.flush(timeout_s) if self.producer is not None else 0
 
-    def publish(self, records: Sequence[OutputRecord], offsets: list[TopicPartition] | None = None,
-                group_metadata: object | None = None) -> list[OutputRecord]:
+    def publish(
+        self,
+        records: Sequence[OutputRecord],
+        offsets: list[TopicPartition] | None = None,
+        group_metadata: object | None = None,
+    ) -> list[OutputRecord]:
         """Publish all records; return the records as finally published (some may become dead letters).
 
         Raises :class:`DeliveryError` when anything could not be delivered for a reason that a retry
@@ -145,8 +161,9 @@ class Publisher:
             try:
                 self.producer.begin_transaction()
                 self._deliver(outgoing, alone)
-                self._retrying(lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata,
-                                                                                  self.timeout_s))
+                self._retrying(
+                    lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
+                )
             except _Refused as refused:
                 self._abort()
                 self._step_back(outgoing, alone, refused.refusals)
@@ -189,8 +206,9 @@ class Publisher:
                 raise PublishRefused(f"transaction commit refused: {error.name()}: {error.str()}") from exc
             # Retriable past the timeout, or no answer: the commit may have happened. The service stops; the
             # next start's init_transactions with the same transactional.id completes or aborts it.
-            raise TransactionUnknown(f"no answer to the transaction commit within {self.timeout_s:.0f}s "
-                                     f"({error.name()})") from exc
+            raise TransactionUnknown(
+                f"no answer to the transaction commit within {self.timeout_s:.0f}s ({error.name()})"
+            ) from exc
 
     def _abort(self) -> None:
         try:
@@ -222,7 +240,7 @@ class Publisher:
                 if refusals:
                     self._step_back(outgoing, alone, refusals)
                     refused = {index for index, _ in refusals}
-                    later = [i for s in segments[number + 1:] for i in s]
+                    later = [i for s in segments[number + 1 :] for i in s]
                     pending = sorted(refused) + later
                     break
             else:
@@ -266,8 +284,9 @@ class Publisher:
                 break
         deadline = time.monotonic() + self.timeout_s
         remaining = self.producer.flush(0) if indexes else 0
-        while remaining and not (self.transactional and refusals) and not refused_for_good \
-                and time.monotonic() < deadline:
+        while (
+            remaining and not (self.transactional and refusals) and not refused_for_good and time.monotonic() < deadline
+        ):
             remaining = self.producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
         if refused_for_good:
             topic, error = refused_for_good[0]
@@ -307,8 +326,10 @@ class Publisher:
         pointer to the source offset (no value, none of the input's headers); after that, nothing."""
         name = KafkaError(code).name()
         if record.route == "dlq" and _omitted(record):
-            raise PublishRefused(f"the broker refuses even a dead letter without its value ({record_size(record)} "
-                                 f"bytes): {name}; raise the topic's max.message.bytes")
+            raise PublishRefused(
+                f"the broker refuses even a dead letter without its value ({record_size(record)} "
+                f"bytes): {name}; raise the topic's max.message.bytes"
+            )
         if record.route == "dlq":
             return self._pointer(record)
         rejection = Rejection("publish", "OutputRejected", f"broker refused the enriched event: {name}")

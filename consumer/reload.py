@@ -31,8 +31,15 @@ RETRY_MAX_S = 900.0
 
 
 class ModelReloader:
-    def __init__(self, settings: Settings, processor: Processor, load: Callable[[], TriageModel],
-                 on_swap=None, on_refuse=None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        settings: Settings,
+        processor: Processor,
+        load: Callable[[], TriageModel],
+        on_swap=None,
+        on_refuse=None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.settings = settings
         self.processor = processor
         self.load = load
@@ -56,8 +63,9 @@ class ModelReloader:
         The export counts: one added by `triage export-onnx` to the running version is a new model to load.
         """
         try:
-            return (_fingerprint(read_manifest(self.settings.model_dir / "intent"))
-                    + _fingerprint(read_manifest(self.settings.model_dir / "sentiment")))
+            return _fingerprint(read_manifest(self.settings.model_dir / "intent")) + _fingerprint(
+                read_manifest(self.settings.model_dir / "sentiment")
+            )
         except ModelError:
             return None  # mid-write or removed: look again later
 
@@ -97,16 +105,27 @@ class ModelReloader:
             retry_in = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (refusals - 1))
             self.refused[versions] = (refusals, self.clock() + retry_in)
             current = self._current()
-            self.log.error("model_reload_refused", intent=versions[0], sentiment=versions[2],
-                           error=f"{type(exc).__name__}: {exc}"[:300], serving=[current[0], current[2]],
-                           refusals=refusals, retry_in_s=retry_in)
+            self.log.error(
+                "model_reload_refused",
+                intent=versions[0],
+                sentiment=versions[2],
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                serving=[current[0], current[2]],
+                refusals=refusals,
+                retry_in_s=retry_in,
+            )
             if self.on_refuse:
                 self.on_refuse()
             return
         self.processor.model = model
         self.refused.pop(versions, None)
-        self.log.info("model_reloaded", intent=model.versions.intent, sentiment=model.versions.sentiment,
-                      runtime=model.runtime, onnx_unused=model.backend_notes or None)
+        self.log.info(
+            "model_reloaded",
+            intent=model.versions.intent,
+            sentiment=model.versions.sentiment,
+            runtime=model.runtime,
+            onnx_unused=model.backend_notes or None,
+        )
         if self.on_swap:
             self.on_swap(model)
 

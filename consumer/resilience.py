@@ -18,7 +18,7 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def next(self) -> float:
-        delay = min(self.max_s, self.base_s * 2 ** self.attempts)
+        delay = min(self.max_s, self.base_s * 2**self.attempts)
         self.attempts += 1
         return delay * self.rng.uniform(0.8, 1.2) if delay > 0 else 0.0
 

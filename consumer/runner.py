@@ -74,11 +74,17 @@ class Runner:
 
     IDLE_POLL_S = 0.2  # how long an idle consume() blocks; bounds the reaction time to a stop request
 
-    def __init__(self, settings: Settings, processor: Processor, stop: threading.Event | None = None,
-                 metrics: Metrics | None = None, health: Health | None = None,
-                 ticks: Sequence[Callable[[], None]] = (),
-                 consumer_factory: Callable[[dict], Consumer] = Consumer,
-                 producer_factory: Callable[[dict], Producer] = Producer):
+    def __init__(
+        self,
+        settings: Settings,
+        processor: Processor,
+        stop: threading.Event | None = None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+        ticks: Sequence[Callable[[], None]] = (),
+        consumer_factory: Callable[[dict], Consumer] = Consumer,
+        producer_factory: Callable[[dict], Producer] = Producer,
+    ):
         self.settings = settings
         self.processor = processor
         self.stop = stop or threading.Event()
@@ -105,16 +111,18 @@ class Runner:
         self._publish_backoff = Backoff(settings.retry_backoff_ms / 1000, settings.retry_backoff_max_ms / 1000)
         self._model_backoff = Backoff(settings.retry_backoff_ms / 1000, settings.retry_backoff_max_ms / 1000)
         self.breaker = Breaker(settings.model_failure_limit, settings.breaker_cooldown_s)
-        self.crashes = CrashGuard(settings.crash_limit, settings.batch_size,
-                                  settings.state_dir / f"attempts-{_safe(settings.group_id)}.json")
+        self.crashes = CrashGuard(
+            settings.crash_limit, settings.batch_size, settings.state_dir / f"attempts-{_safe(settings.group_id)}.json"
+        )
         # poll at least this often while a batch is being inferred (well inside max.poll.interval.ms)
         self._keepalive_s = min(1.0, settings.max_poll_interval_ms / 1000 / 10)
 
     def run(self) -> None:
         with ExitStack() as stack:
             stack.callback(self._shutdown_worker)
-            consumer = self.consumer_factory({**self.settings.consumer_config(), "error_cb": self._on_kafka_error,
-                                              "logger": kafka_client_logger()})
+            consumer = self.consumer_factory(
+                {**self.settings.consumer_config(), "error_cb": self._on_kafka_error, "logger": kafka_client_logger()}
+            )
             stack.callback(self._close_consumer, consumer)
             self._consumer = consumer
             txn_id = None
@@ -123,9 +131,13 @@ class Runner:
                 # aborts what that one left open, instead of readers waiting out transaction.timeout.ms
                 txn_id = stack.enter_context(transactional_id(self.settings))
             producer_config = {**self.settings.producer_config(txn_id), "logger": kafka_client_logger()}
-            self._publisher = Publisher(lambda: self.producer_factory(producer_config), self.processor,
-                                        self.settings.delivery_timeout_ms / 1000, self.settings.exactly_once,
-                                        max_message_bytes=self.settings.max_message_bytes)
+            self._publisher = Publisher(
+                lambda: self.producer_factory(producer_config),
+                self.processor,
+                self.settings.delivery_timeout_ms / 1000,
+                self.settings.exactly_once,
+                max_message_bytes=self.settings.max_message_bytes,
+            )
             stack.callback(self._close_producer, self._publisher)  # closed first: LIFO
             consumer.subscribe(
                 [self.settings.input_topic],
@@ -133,8 +145,12 @@ class Runner:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            self.log.info("started", input_topic=self.settings.input_topic, group_id=self.settings.group_id,
-                          transactional_id=txn_id)
+            self.log.info(
+                "started",
+                input_topic=self.settings.input_topic,
+                group_id=self.settings.group_id,
+                transactional_id=txn_id,
+            )
             while not self.stop.is_set():
                 if self._refused is not None:
                     raise self._refused
@@ -158,8 +174,12 @@ class Runner:
         if plan.deferred:  # partitions that crashed the service before: one record per batch for a while
             self._carry = _in_offset_order(plan.deferred + self._carry)
         self.health.update(unfinished_since=self.health.unfinished_since or time.monotonic())
-        inflight = _InFlight(plan.process + plan.poisoned, self._worker.submit(self.processor.process, plan.process),
-                             time.perf_counter(), poisoned=plan.poisoned)
+        inflight = _InFlight(
+            plan.process + plan.poisoned,
+            self._worker.submit(self.processor.process, plan.process),
+            time.perf_counter(),
+            poisoned=plan.poisoned,
+        )
         inflight.epochs = {tp: self._epochs[tp] for tp in {(m.topic(), m.partition()) for m in inflight.messages}}
         if self.settings.exactly_once:
             inflight.group_metadata = consumer.consumer_group_metadata()
@@ -167,8 +187,9 @@ class Runner:
         try:
             self._wait_for(consumer, inflight)
         except _InferenceTimeout:
-            self._inference_failed(consumer, inflight, f"inference took longer than "
-                                                       f"{self.settings.inference_timeout_s:g}s")
+            self._inference_failed(
+                consumer, inflight, f"inference took longer than {self.settings.inference_timeout_s:g}s"
+            )
             return None
         if inflight.finished:  # a revoke already published and committed it
             return None
@@ -271,8 +292,12 @@ class Runner:
         opened = self.breaker.failed(reason)
         self.health.update(model_ok=not self.breaker.is_open, model_problem=reason if self.breaker.is_open else None)
         if opened:
-            self.log.error("consuming_stopped", reason=reason, failures=self.breaker.failures,
-                           retry_in_s=self.settings.breaker_cooldown_s)
+            self.log.error(
+                "consuming_stopped",
+                reason=reason,
+                failures=self.breaker.failures,
+                retry_in_s=self.settings.breaker_cooldown_s,
+            )
         else:
             self.log.warning("model_failed", reason=reason, size=len(inflight.messages), action="rewind_and_retry")
             self.stop.wait(self._model_backoff.next())
@@ -301,8 +326,13 @@ class Runner:
             published = self._publisher.publish(records, offsets if exactly_once else None, inflight.group_metadata)
         except DeliveryError as exc:
             delay = self._publish_backoff.next()
-            self.log.warning("publish_failed", error=str(exc), size=len(messages), action="rewind_and_retry",
-                             retry_in_s=round(delay, 2))
+            self.log.warning(
+                "publish_failed",
+                error=str(exc),
+                size=len(messages),
+                action="rewind_and_retry",
+                retry_in_s=round(delay, 2),
+            )
             if self.metrics is not None:
                 self.metrics.publish_failures.labels(kind="transient").inc()
                 self.metrics.publish_retries.inc()
@@ -320,15 +350,18 @@ class Runner:
         # in exactly-once mode the offsets were committed in the transaction
         if exactly_once or self._commit(consumer, offsets):
             self.crashes.remember(offsets)
-        self.health.update(unfinished_since=None if not self._carry else time.monotonic(),
-                           last_progress=time.monotonic())
-        stats = BatchStats(size=len(messages), inference_s=inferred - inflight.started,
-                           records=published, messages=messages)
+        self.health.update(
+            unfinished_since=None if not self._carry else time.monotonic(), last_progress=time.monotonic()
+        )
+        stats = BatchStats(
+            size=len(messages), inference_s=inferred - inflight.started, records=published, messages=messages
+        )
         for record in published:
             setattr(stats, record.route, getattr(stats, record.route) + 1)
         stats.total_s = time.perf_counter() - inflight.started
-        self.totals.update(size=stats.size, auto_response=stats.auto_response, human_agent=stats.human_agent,
-                           dlq=stats.dlq)
+        self.totals.update(
+            size=stats.size, auto_response=stats.auto_response, human_agent=stats.human_agent, dlq=stats.dlq
+        )
         self.log.info(
             "batch",
             size=stats.size,
@@ -346,9 +379,17 @@ class Runner:
     def _with_poisoned(self, records: list[OutputRecord], poisoned: Sequence[Message]) -> list[OutputRecord]:
         """The batch's outputs plus a dead letter for each record that crashed the service ``crash_limit`` times."""
         limit = self.settings.crash_limit
-        letters = [self.processor.dead_letter(m, Rejection(
-            "crash", "CrashLoop", f"the service stopped {limit} times while processing this record; "
-                                  f"dead-lettered unprocessed")) for m in poisoned]
+        letters = [
+            self.processor.dead_letter(
+                m,
+                Rejection(
+                    "crash",
+                    "CrashLoop",
+                    f"the service stopped {limit} times while processing this record; dead-lettered unprocessed",
+                ),
+            )
+            for m in poisoned
+        ]
         return _in_source_order(records + letters) if letters else records
 
     def _still_owned(self, inflight: _InFlight, records: Sequence[OutputRecord]):

@@ -205,5 +205,4 @@ def _looks_secret(key: str) -> bool:
     # every sasl.* value but the mechanism and username may carry a credential (sasl.oauthbearer.config does)
     if key.startswith("sasl.") and key not in ("sasl.mechanism", "sasl.mechanisms", "sasl.username"):
         return True
-    return any(word in key for word in ("password", "secret", "token", "jaas", "key.pem", "credentials",
-                                        "oauthbearer"))
+    return any(word in key for word in ("password", "secret", "token", "jaas", "key.pem", "credentials", "oauthbearer"))

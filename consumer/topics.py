@@ -13,16 +13,17 @@ from consumer.errors import AuthenticationError, BrokerError
 from consumer.logs import kafka_client_logger
 
 #: client errors that mean the credentials or the TLS set-up are wrong: reconnecting only repeats them
-AUTHENTICATION_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
-                                   KafkaError._SSL})
+AUTHENTICATION_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL})
 
 
 def authentication_failure(error: KafkaError) -> AuthenticationError | None:
     """The error to stop with when ``error`` says the broker will never let this client in."""
     if error.code() not in AUTHENTICATION_ERRORS:
         return None
-    return AuthenticationError(f"the broker refused the connection: {error.str()} (check the security protocol, "
-                               "SASL mechanism, username, TRIAGE_SASL_PASSWORD and the CA certificate)")
+    return AuthenticationError(
+        f"the broker refused the connection: {error.str()} (check the security protocol, "
+        "SASL mechanism, username, TRIAGE_SASL_PASSWORD and the CA certificate)"
+    )
 
 
 def ensure_topics(

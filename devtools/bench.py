@@ -98,7 +98,9 @@ def load_texts() -> tuple[list[str], str]:
         path = root / BITEXT
         if path.is_file():
             with open(path, encoding="utf-8-sig", newline="") as handle:
-                texts = [row["utterance"].strip() for row in csv.DictReader(handle) if (row.get("utterance") or "").strip()]
+                texts = [
+                    row["utterance"].strip() for row in csv.DictReader(handle) if (row.get("utterance") or "").strip()
+                ]
             if texts:
                 return texts, str(BITEXT)
     from devtools.demo import sample_records
@@ -163,8 +165,13 @@ def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings) ->
     """TriageModel.predict on consecutive batches of the runner's batch size."""
     from model import TriageModel
 
-    model = TriageModel.load(model_dir, settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size,
-                             backend=settings.backend)
+    model = TriageModel.load(
+        model_dir,
+        settings.device,
+        top_k=settings.top_k,
+        batch_size=settings.inference_batch_size,
+        backend=settings.backend,
+    )
     for start in range(0, min(len(texts), 2 * batch_size), batch_size):  # warm-up
         model.predict(texts[start : start + batch_size])
     started = time.perf_counter()
@@ -239,15 +246,19 @@ class Reader:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         try:
-            consumer = Consumer({
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,  # the reader must not add latency of its own
-                "isolation.level": "read_uncommitted",
-                "log_level": 3,
-            })
-            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in self.topics for p in range(self.partitions)])
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 10,  # the reader must not add latency of its own
+                    "isolation.level": "read_uncommitted",
+                    "log_level": 3,
+                }
+            )
+            consumer.assign(
+                [TopicPartition(t, p, OFFSET_BEGINNING) for t in self.topics for p in range(self.partitions)]
+            )
             try:
                 while not self.stop.is_set():
                     first = consumer.poll(0.05)
@@ -282,7 +293,9 @@ def _arrival(message, now: float) -> Arrival:
 
 def _event(index: int, text: str, phase: str) -> tuple[bytes, bytes]:
     customer = f"c-{index % 997}"
-    value = orjson.dumps({"event_id": f"bench-{phase}-{index}", "customer_id": customer, "channel": "chat", "text": text})
+    value = orjson.dumps(
+        {"event_id": f"bench-{phase}-{index}", "customer_id": customer, "channel": "chat", "text": text}
+    )
     return customer.encode(), value
 
 
@@ -290,8 +303,11 @@ def _produce_backlog(producer, topic: str, texts: list[str], phase: str = "backl
     """Queue ``texts`` on ``topic`` as fast as the producer takes them, stamped with ``phase``; wait for the acks."""
     for index, text in enumerate(texts):
         key, value = _event(index, text, phase)
-        headers = [(PHASE_HEADER, phase.encode()), (ID_HEADER, str(index).encode()),
-                   (SENT_HEADER, repr(time.time()).encode())]
+        headers = [
+            (PHASE_HEADER, phase.encode()),
+            (ID_HEADER, str(index).encode()),
+            (SENT_HEADER, repr(time.time()).encode()),
+        ]
         while True:
             try:
                 producer.produce(topic, value=value, key=key, headers=headers)
@@ -314,7 +330,11 @@ def _produce_steady(producer, topic: str, texts: list[str], rate: float, seconds
         if delay > 0:
             time.sleep(delay)
         key, value = _event(index, texts[index % len(texts)], "steady")
-        headers = [(PHASE_HEADER, b"steady"), (ID_HEADER, str(index).encode()), (SENT_HEADER, repr(time.time()).encode())]
+        headers = [
+            (PHASE_HEADER, b"steady"),
+            (ID_HEADER, str(index).encode()),
+            (SENT_HEADER, repr(time.time()).encode()),
+        ]
         producer.produce(topic, value=value, key=key, headers=headers)
         producer.poll(0)
         if index % 256 == 0 and not alive():
@@ -323,8 +343,15 @@ def _produce_steady(producer, topic: str, texts: list[str], rate: float, seconds
     return index + 1
 
 
-def _wait_for(reader: Reader, phase: bytes, expected: int, timeout_s: float, services: list[subprocess.Popen],
-              console: Console, what: str) -> None:
+def _wait_for(
+    reader: Reader,
+    phase: bytes,
+    expected: int,
+    timeout_s: float,
+    services: list[subprocess.Popen],
+    console: Console,
+    what: str,
+) -> None:
     """Wait until the reader has ``expected`` events of ``phase``."""
 
     def count() -> int:
@@ -335,8 +362,15 @@ def _wait_for(reader: Reader, phase: bytes, expected: int, timeout_s: float, ser
     _wait_until(count, expected, timeout_s, services, console, what, every_s=0.05)
 
 
-def _wait_until(count, expected: int, timeout_s: float, services: list[subprocess.Popen], console: Console,
-                what: str, every_s: float) -> None:
+def _wait_until(
+    count,
+    expected: int,
+    timeout_s: float,
+    services: list[subprocess.Popen],
+    console: Console,
+    what: str,
+    every_s: float,
+) -> None:
     """Poll ``count()`` until it reaches ``expected``; fail when a service exits or the time is up."""
     deadline = time.monotonic() + timeout_s
     last_report = time.monotonic()  # the first report after 5 s
@@ -364,18 +398,30 @@ def _routed(logs: list[Path]) -> int:
 
     A duplicate (re-routed after a rebalance) counts again here; the read-back that follows counts distinct events.
     """
-    return sum(int(entry.get(route, 0)) for log in logs for entry in _batch_entries(log)
-               for route in ("auto_response", "human_agent", "dlq"))
+    return sum(
+        int(entry.get(route, 0))
+        for log in logs
+        for entry in _batch_entries(log)
+        for route in ("auto_response", "human_agent", "dlq")
+    )
 
 
-def _wait_logged(logs: list[Path], services: list[subprocess.Popen], expected: int, timeout_s: float,
-                 console: Console, what: str) -> None:
+def _wait_logged(
+    logs: list[Path], services: list[subprocess.Popen], expected: int, timeout_s: float, console: Console, what: str
+) -> None:
     """Wait until the services' logs account for ``expected`` routed events (no reader polls the broker)."""
     _wait_until(lambda: _routed(logs), expected, timeout_s, services, console, what, every_s=0.2)
 
 
-def _read_back(bootstrap: str, topics: list[str], phase: bytes, expected: int, services: list[subprocess.Popen],
-               console: Console, what: str) -> list[Arrival]:
+def _read_back(
+    bootstrap: str,
+    topics: list[str],
+    phase: bytes,
+    expected: int,
+    services: list[subprocess.Popen],
+    console: Console,
+    what: str,
+) -> list[Arrival]:
     """A drained phase's routed events, read from the beginning of its output topics after the drain."""
     reader = Reader(bootstrap, topics, PARTITIONS).start()
     try:
@@ -400,8 +446,10 @@ def _backlog_rate(arrivals: list[Arrival], first_batches: int) -> dict[str, Any]
     first_at, last_at = events[0].broker_ts, events[-1].broker_ts
     counted, seconds = len(events) - first_batches, last_at - first_at
     if counted <= 0 or seconds <= 0:
-        raise RuntimeError(f"{len(events)} events in {first_batches} first batch(es): nothing left to time; "
-                           "use a backlog (--n) of several batches (BATCH_SIZE)")
+        raise RuntimeError(
+            f"{len(events)} events in {first_batches} first batch(es): nothing left to time; "
+            "use a backlog (--n) of several batches (BATCH_SIZE)"
+        )
     return {
         "messages": len(events),
         "seconds": round(seconds, 3),
@@ -487,8 +535,13 @@ class CpuMeter:
 
 def _phase_names(run: str, phase: str) -> dict[str, str]:
     base = f"bench-{run}-{phase}"
-    return {"input_topic": base, "auto_topic": f"{base}.auto_response", "human_topic": f"{base}.human_agent",
-            "dlq_topic": f"{base}.dlq", "group_id": f"triage-{base}"}
+    return {
+        "input_topic": base,
+        "auto_topic": f"{base}.auto_response",
+        "human_topic": f"{base}.human_agent",
+        "dlq_topic": f"{base}.dlq",
+        "group_id": f"triage-{base}",
+    }
 
 
 def _outputs(names: dict[str, str]) -> list[str]:
@@ -514,10 +567,14 @@ class EndToEnd:
     services: list[subprocess.Popen] = field(default_factory=list)  # every process started, stopped on exit
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "PYTHONUNBUFFERED": "1",
-                "TRIAGE_METRICS_PORT": "0",  # any free port: several members may run side by side
-                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-                "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
+        return {
+            **os.environ,
+            "TRIAGE_SESSION_TIMEOUT_MS": "6000",
+            "PYTHONUNBUFFERED": "1",
+            "TRIAGE_METRICS_PORT": "0",  # any free port: several members may run side by side
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+            "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false"),
+        }
 
     def phase(self, phase: str) -> dict[str, str]:
         from consumer.topics import ensure_topics
@@ -528,8 +585,12 @@ class EndToEnd:
 
     def spawn(self, names: dict[str, str], log: Path, name: str) -> subprocess.Popen:
         with open(log, "wb") as handle:
-            process = subprocess.Popen(_service_command(self.bootstrap, self.options.model_dir, names), env=self.env(),
-                                       stdout=handle, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                _service_command(self.bootstrap, self.options.model_dir, names),
+                env=self.env(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
         self.services.append(process)
         self.meter.watch(name, process.pid)
         return process
@@ -554,8 +615,15 @@ class EndToEnd:
         try:
             _wait_logged(logs, processes, len(texts), timeout, self.console, what)
             owned = [_assignment(log) for log in logs]  # before they stop (and log their partitions revoked)
-            arrivals = _read_back(self.bootstrap, _outputs(names), phase.encode(), len(texts), processes,
-                                  self.console, "reading back the routed events of " + what.removeprefix("draining "))
+            arrivals = _read_back(
+                self.bootstrap,
+                _outputs(names),
+                phase.encode(),
+                len(texts),
+                processes,
+                self.console,
+                "reading back the routed events of " + what.removeprefix("draining "),
+            )
         except BaseException:
             _show_log_tail(logs[0], self.console)
             raise
@@ -573,8 +641,12 @@ class EndToEnd:
         if members == 1:
             result["service"] = _service_batches(logs[0])
         else:
-            result.update(members=members, partitions=PARTITIONS, split=sorted(len(o) for o in owned),
-                          per_member_batches=[_service_batches(log).get("batches", 0) for log in logs])
+            result.update(
+                members=members,
+                partitions=PARTITIONS,
+                split=sorted(len(o) for o in owned),
+                per_member_batches=[_service_batches(log).get("batches", 0) for log in logs],
+            )
         return result
 
     def steady(self, texts: list[str], rate: float) -> dict[str, Any]:
@@ -586,12 +658,15 @@ class EndToEnd:
         try:
             warm_up = texts[:WARM_UP]  # routed before the clock starts
             _produce_backlog(self.producer, names["input_topic"], warm_up, phase="warmup")
-            _wait_for(reader, b"warmup", len(warm_up), 120.0, [service], self.console, "starting the steady-load service")
+            _wait_for(
+                reader, b"warmup", len(warm_up), 120.0, [service], self.console, "starting the steady-load service"
+            )
             time.sleep(1.0)  # let the service go idle first
             self.console.log(f"steady load: {rate:.0f} msgs/s for {self.options.latency_s:.0f}s")
             steady_from = time.time()
-            sent = _produce_steady(self.producer, names["input_topic"], texts, rate, self.options.latency_s,
-                                   lambda: service.poll() is None)
+            sent = _produce_steady(
+                self.producer, names["input_topic"], texts, rate, self.options.latency_s, lambda: service.poll() is None
+            )
             _wait_for(reader, b"steady", sent, 60.0, [service], self.console, "routing the steady load")
         except BaseException:
             _show_log_tail(log, self.console)
@@ -606,7 +681,9 @@ class EndToEnd:
             "messages": len(steady),
             **_percentiles([a.at - a.sent for a in steady]),
             "broker_ts": _percentiles([a.broker_ts - a.sent for a in steady if not math.isnan(a.broker_ts)]),
-            "cpu_cores": self.meter.shares(steady_from, max(a.at for a in steady), ["broker", "steady_service", "bench"]),
+            "cpu_cores": self.meter.shares(
+                steady_from, max(a.at for a in steady), ["broker", "steady_service", "bench"]
+            ),
             "service": _service_batches(log, since=steady_from),
             "windows": _windows(steady, steady_from, self.meter),
         }
@@ -627,8 +704,15 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
         meter.watch("bench", os.getpid())  # the load generator (and, after each drain, the reader)
         # the load generator batches as a default librdkafka producer does (linger 5 ms, counted in the latency):
         # one request per inquiry would cost the broker, on the same 2 cores, more than the service it measures
-        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5, "enable.idempotence": True,
-                             "queue.buffering.max.messages": 200_000, "log_level": 3})
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap_servers,
+                "linger.ms": 5,
+                "enable.idempotence": True,
+                "queue.buffering.max.messages": 200_000,
+                "log_level": 3,
+            }
+        )
         stack.callback(_close_producer, producer)  # before the broker stops, so it does not log the disconnection
         bench = EndToEnd(options, console, broker.bootstrap_servers, producer, meter, workdir)
         stack.callback(_stop, bench.services)  # first on the way out: every service still running
@@ -656,8 +740,15 @@ def _windows(arrivals: list, since: float, meter: CpuMeter, every_s: float = 5.0
     for index in sorted(windows):
         start = since + index * every_s
         latency = _percentiles(windows[index])
-        out.append({"from_s": index * every_s, "messages": len(windows[index]), "p50_ms": latency["p50_ms"],
-                    "p99_ms": latency["p99_ms"], "broker_cores": meter.cores("broker", start, start + every_s)})
+        out.append(
+            {
+                "from_s": index * every_s,
+                "messages": len(windows[index]),
+                "p50_ms": latency["p50_ms"],
+                "p99_ms": latency["p99_ms"],
+                "broker_cores": meter.cores("broker", start, start + every_s),
+            }
+        )
     return out
 
 
@@ -689,8 +780,13 @@ def _percentiles(values_s: list[float]) -> dict[str, float]:
         return {"p50_ms": math.nan, "p95_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan}
     ms = np.asarray(values_s) * 1000
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1),
-            "max_ms": round(float(ms.max()), 1), "mean_ms": round(float(ms.mean()), 1)}
+    return {
+        "p50_ms": round(float(p50), 1),
+        "p95_ms": round(float(p95), 1),
+        "p99_ms": round(float(p99), 1),
+        "max_ms": round(float(ms.max()), 1),
+        "mean_ms": round(float(ms.mean()), 1),
+    }
 
 
 def _log_entries(log_path: Path) -> list[dict]:
@@ -741,8 +837,20 @@ def _service_batches(log_path: Path, since: float | None = None) -> dict[str, An
 
 
 def _service_command(bootstrap: str, model_dir: Path, names: dict[str, str]) -> list[str]:
-    command = [sys.executable, "-m", "triage", "run", "--bootstrap-servers", bootstrap,
-               "--model-dir", str(model_dir), "--log-format", "json", "--log-level", "info"]
+    command = [
+        sys.executable,
+        "-m",
+        "triage",
+        "run",
+        "--bootstrap-servers",
+        bootstrap,
+        "--model-dir",
+        str(model_dir),
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ]
     for name, value in names.items():
         command += ["--" + name.replace("_", "-"), value]
     return command
@@ -787,8 +895,24 @@ def _attach_profiler(pid: int, console: Console) -> subprocess.Popen | None:
 
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     console.log(f"py-spy sampling the service into {target}")
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--threads", "--nonblocking",
-                             "--rate", "50", "--output", target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "--rate",
+            "50",
+            "--output",
+            target,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -822,8 +946,11 @@ def run_bench(args: Any) -> int:
     console = Console(stderr=True)
     for task in ("intent", "sentiment"):
         if not is_artifact(options.model_dir / task):
-            print(f"triage: error: no {task} model in {options.model_dir / task}: train one first "
-                  f"(`triage train {task}`)", file=sys.stderr)
+            print(
+                f"triage: error: no {task} model in {options.model_dir / task}: train one first "
+                f"(`triage train {task}`)",
+                file=sys.stderr,
+            )
             return 1
     settings = Settings()
     texts, source = load_texts()
@@ -876,40 +1003,62 @@ def run_bench(args: Any) -> int:
 
 def show(console: Console, result: dict[str, Any]) -> None:
     seed, model, e2e, latency = result["seed"], result["model"], result["end_to_end"], result["latency"]
-    table = Table(title=f"triage bench: {result['model_dir']} ({result['cpu_count']} CPUs, "
-                        f"load {result['load_before']} -> {result['load_after']})")
+    table = Table(
+        title=f"triage bench: {result['model_dir']} ({result['cpu_count']} CPUs, "
+        f"load {result['load_before']} -> {result['load_after']})"
+    )
     table.add_column("measurement")
     table.add_column("texts", justify="right")
     table.add_column("rate /s", justify="right")
     table.add_column("x seed", justify="right")
     table.add_column("notes")
-    table.add_row("seed: pipeline() per inquiry, 2 models", str(seed["texts"]), f"{seed['per_s']:.1f}", "1.0",
-                  f"{seed.get('device', 'fp32')}, one call per text per model")
-    table.add_row(f"model alone: predict() on batches of {model['batch_size']}", str(model["texts"]),
-                  f"{model['per_s']:.1f}", f"{result['ratios']['model_over_seed']:.1f}",
-                  f"{model['device']}, {model['torch_threads']} thread(s) per model"
-                  + (", intent | sentiment side by side" if model.get("parallel_models") else ""))
+    table.add_row(
+        "seed: pipeline() per inquiry, 2 models",
+        str(seed["texts"]),
+        f"{seed['per_s']:.1f}",
+        "1.0",
+        f"{seed.get('device', 'fp32')}, one call per text per model",
+    )
+    table.add_row(
+        f"model alone: predict() on batches of {model['batch_size']}",
+        str(model["texts"]),
+        f"{model['per_s']:.1f}",
+        f"{result['ratios']['model_over_seed']:.1f}",
+        f"{model['device']}, {model['torch_threads']} thread(s) per model"
+        + (", intent | sentiment side by side" if model.get("parallel_models") else ""),
+    )
     service = e2e.get("service") or {}
     busy = f"; {service['batches']} batches of {service['mean_size']:.0f} on average" if service else ""
-    table.add_row(f"end to end: backlog of {e2e['messages']}, `triage run`", str(e2e["messages"]),
-                  f"{e2e['per_s']:.1f}", f"{result['ratios']['e2e_over_seed']:.1f}",
-                  f"{result['ratios']['e2e_over_model']:.2f} of model alone; startup {e2e['startup_s']}s{busy}"
-                  + _cpu_note(e2e))
+    table.add_row(
+        f"end to end: backlog of {e2e['messages']}, `triage run`",
+        str(e2e["messages"]),
+        f"{e2e['per_s']:.1f}",
+        f"{result['ratios']['e2e_over_seed']:.1f}",
+        f"{result['ratios']['e2e_over_model']:.2f} of model alone; startup {e2e['startup_s']}s{busy}" + _cpu_note(e2e),
+    )
     steady_service = latency.get("service") or {}
-    table.add_row(f"latency: steady {latency['target_per_s']:.0f}/s for {latency['seconds']:.0f}s",
-                  str(latency["messages"]), "", "",
-                  f"p50 {latency['p50_ms']} / p95 {latency['p95_ms']} / p99 {latency['p99_ms']} ms "
-                  f"(max {latency['max_ms']})" + (f"; batches of {steady_service['mean_size']:.0f} on average"
-                                                   if steady_service else "") + _cpu_note(latency))
+    table.add_row(
+        f"latency: steady {latency['target_per_s']:.0f}/s for {latency['seconds']:.0f}s",
+        str(latency["messages"]),
+        "",
+        "",
+        f"p50 {latency['p50_ms']} / p95 {latency['p95_ms']} / p99 {latency['p99_ms']} ms "
+        f"(max {latency['max_ms']})"
+        + (f"; batches of {steady_service['mean_size']:.0f} on average" if steady_service else "")
+        + _cpu_note(latency),
+    )
     windows = latency.get("windows") or []
     if windows:
         table.add_row(f"  by {_window_span(windows):.0f}s window", "", "", "", _windows_note(windows))
     scale = result.get("scale_out")
     if scale:
-        table.add_row(f"scale-out: {scale['members']} `triage run` in one group", str(scale["messages"]),
-                      f"{scale['per_s']:.1f}", f"{_ratio(scale['per_s'], seed['per_s']):.1f}",
-                      f"{scale['over_one_member']:.2f} x one member; partitions split {scale['split']}"
-                      + _cpu_note(scale))
+        table.add_row(
+            f"scale-out: {scale['members']} `triage run` in one group",
+            str(scale["messages"]),
+            f"{scale['per_s']:.1f}",
+            f"{_ratio(scale['per_s'], seed['per_s']):.1f}",
+            f"{scale['over_one_member']:.2f} x one member; partitions split {scale['split']}" + _cpu_note(scale),
+        )
     console.print(table)
 
 
@@ -932,7 +1081,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{seed.get('device', 'fp32')}, one call at a time |",
         f"| (2) model alone, batches of {model['batch_size']} | {model['texts']} | {model['per_s']:.1f} | "
         f"{ratios['model_over_seed']:.1f} | {model['device']}, {model['torch_threads']} thread(s) per model"
-        + (", models side by side" if model.get("parallel_models") else "") + " |",
+        + (", models side by side" if model.get("parallel_models") else "")
+        + " |",
         f"| (3) end to end, backlog through broker + `triage run` | {e2e['messages']} | {e2e['per_s']:.1f} | "
         f"{ratios['e2e_over_seed']:.1f} | **{ratios['e2e_over_model']:.2f} of model alone**; "
         f"{(e2e.get('service') or {}).get('batches', '?')} batches{_cpu_note(e2e)} |",
@@ -946,9 +1096,11 @@ def markdown(result: dict[str, Any]) -> str:
         rows.append(f"| (4) by {_window_span(windows)} s of production time | | | | {_windows_note(windows)} |")
     scale = result.get("scale_out")
     if scale:
-        rows.append(f"| (5) {scale['members']} members, fresh backlog | {scale['messages']} | {scale['per_s']:.1f} | "
-                    f"{_ratio(scale['per_s'], seed['per_s']):.1f} | {scale['over_one_member']:.2f} × one member (3); "
-                    f"partitions split {scale['split']}{_cpu_note(scale)} |")
+        rows.append(
+            f"| (5) {scale['members']} members, fresh backlog | {scale['messages']} | {scale['per_s']:.1f} | "
+            f"{_ratio(scale['per_s'], seed['per_s']):.1f} | {scale['over_one_member']:.2f} × one member (3); "
+            f"partitions split {scale['split']}{_cpu_note(scale)} |"
+        )
     return "\n".join(rows)
 
 

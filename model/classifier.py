@@ -155,8 +155,9 @@ class TextClassifier:
         self.backend_note: str | None = None  # why ONNX is not used, when it is not
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "auto", backend: str = "auto",
-             threads: int | None = None) -> TextClassifier:
+    def load(
+        cls, directory: str | Path, device: str = "auto", backend: str = "auto", threads: int | None = None
+    ) -> TextClassifier:
         """Load an artifact directory.
 
         ``backend``: ``torch`` runs the safetensors network; ``onnx`` runs the artifact's int8 ONNX export
@@ -277,7 +278,10 @@ class TextClassifier:
                 input_ids[row, : len(seq)] = seq
                 mask[row, : len(seq)] = 1
         device = self.device.device
-        inputs = {"input_ids": torch.from_numpy(input_ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
+        inputs = {
+            "input_ids": torch.from_numpy(input_ids).to(device),
+            "attention_mask": torch.from_numpy(mask).to(device),
+        }
         if "token_type_ids" in self._input_names:  # one sequence per text: all zeros, as the tokenizer gives
             inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
         return inputs
@@ -293,8 +297,10 @@ class TextClassifier:
 def _check_vocabulary(directory: Path, tokens: int, embeddings: int | None) -> None:
     """A tokenizer that does not fit the network turns text into the wrong ids, or into [UNK]s, without an error."""
     if embeddings and not embeddings // 2 <= tokens <= embeddings:
-        raise ArtifactError(f"{directory}: the tokenizer has {tokens} tokens and the network {embeddings} embeddings; "
-                            "a tokenizer file is missing or belongs to another model")
+        raise ArtifactError(
+            f"{directory}: the tokenizer has {tokens} tokens and the network {embeddings} embeddings; "
+            "a tokenizer file is missing or belongs to another model"
+        )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -317,7 +323,7 @@ def _cast_linear_weights(network: torch.nn.Module, dtype: torch.dtype) -> None:
             module.to(dtype)
     if dtype is not torch.bfloat16 or os.environ.get("TRIAGE_DISABLE_PACKING") == "1":
         return
-    for name, module in list(network.named_modules()):
+    for module in list(network.modules()):
         for child_name, child in list(module.named_children()):
             if type(child) is torch.nn.Linear:
                 packed = _PackedLinear.wrap(child)
@@ -378,8 +384,9 @@ def _onnx_network(directory: Path, manifest: Manifest, choice: DeviceChoice, tok
     if network is None:
         return None, note
     try:  # one forward pass before it serves: right shape, finite scores
-        inputs = tokenizer(list(PROBE_TEXTS[:2]), padding=True, truncation=True, max_length=manifest.max_length,
-                           return_tensors="pt")
+        inputs = tokenizer(
+            list(PROBE_TEXTS[:2]), padding=True, truncation=True, max_length=manifest.max_length, return_tensors="pt"
+        )
         logits = network(**{name: inputs[name] for name in network.input_names}).logits
         if tuple(logits.shape) != (2, len(manifest.labels)) or not torch.isfinite(logits).all():
             return None, f"the ONNX export gave logits of shape {tuple(logits.shape)} or non-finite ones"
@@ -398,8 +405,16 @@ def _tokenizer_signature(tokenizer, max_length: int) -> str | None:
     spec.pop("truncation", None)  # ...less the runtime padding/truncation state: encode() sets both per call
     spec.pop("padding", None)
     digest.update(json.dumps(spec, sort_keys=True).encode())
-    digest.update(repr((max_length, tokenizer.padding_side, tokenizer.pad_token_id,
-                        sorted(getattr(tokenizer, "model_input_names", [])))).encode())
+    digest.update(
+        repr(
+            (
+                max_length,
+                tokenizer.padding_side,
+                tokenizer.pad_token_id,
+                sorted(getattr(tokenizer, "model_input_names", [])),
+            )
+        ).encode()
+    )
     return digest.hexdigest()
 
 

@@ -35,8 +35,9 @@ def default_pass_size(classifier: TextClassifier) -> int:
 class TriageModel:
     """The intent and sentiment classifiers the service runs, loaded from ``DIR/intent`` and ``DIR/sentiment``."""
 
-    def __init__(self, intent: TextClassifier, sentiment: TextClassifier, top_k: int = 3,
-                 batch_size: int | None = None):
+    def __init__(
+        self, intent: TextClassifier, sentiment: TextClassifier, top_k: int = 3, batch_size: int | None = None
+    ):
         if intent.manifest.task != "intent" or sentiment.manifest.task != "sentiment":
             raise ArtifactError("expected an intent and a sentiment artifact")
         self.intent = intent
@@ -60,8 +61,14 @@ class TriageModel:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-model")
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", top_k: int = 3, batch_size: int | None = None,
-             backend: str = "auto") -> TriageModel:
+    def load(
+        cls,
+        model_dir: str | Path,
+        device: str = "auto",
+        top_k: int = 3,
+        batch_size: int | None = None,
+        backend: str = "auto",
+    ) -> TriageModel:
         """Load ``DIR/intent`` and ``DIR/sentiment``; ``backend`` as in :meth:`TextClassifier.load`."""
         model_dir = Path(model_dir)
         threads = cpu_plan().threads if choose_device(device).device.type == "cpu" else None
@@ -96,8 +103,9 @@ class TriageModel:
             raise InferenceError(f"model raised {type(exc).__name__}") from exc
         if not (np.isfinite(intent_probs).all() and np.isfinite(sentiment_probs).all()):
             raise InferenceError("model returned non-finite scores")
-        return [self._prediction(i, s, self.scope.reason(text))
-                for i, s, text in zip(intent_probs, sentiment_probs, texts)]
+        return [
+            self._prediction(i, s, self.scope.reason(text)) for i, s, text in zip(intent_probs, sentiment_probs, texts)
+        ]
 
     def _probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         intent_ids = self.intent.encode(texts)
@@ -112,8 +120,12 @@ class TriageModel:
         sentiment_passes = [(self.sentiment, sentiment_ids, index, sentiment_out) for index in sentiment_plan]
         # Longest passes first, the two models' passes alternating: whichever thread is free takes the next,
         # so neither waits while the other model's passes remain (the two models need not cost the same).
-        tasks = deque(task for pair in zip_longest(reversed(intent_passes), reversed(sentiment_passes))
-                      for task in pair if task is not None)
+        tasks = deque(
+            task
+            for pair in zip_longest(reversed(intent_passes), reversed(sentiment_passes))
+            for task in pair
+            if task is not None
+        )
         if self._pool is None:
             _drain(tasks)
         else:

@@ -57,14 +57,22 @@ def loopback_s3(bucket: str = "tansu") -> Iterator[dict[str, str]]:
 
     port = free_port()
     # its own process: serving the broker's many small requests must not compete with the test for the GIL
-    store = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await_port(store, port, 30, "the S3 server")
         endpoint = f"http://127.0.0.1:{port}"
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10)
-        yield {"AWS_ACCESS_KEY_ID": "triage-test", "AWS_SECRET_ACCESS_KEY": "triage-test",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"}
+        yield {
+            "AWS_ACCESS_KEY_ID": "triage-test",
+            "AWS_SECRET_ACCESS_KEY": "triage-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
     finally:
         store.kill()
         store.wait()
@@ -93,18 +101,26 @@ def self_signed_certificate(directory) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = Path(directory) / "broker.pem", Path(directory) / "broker.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_path), str(key_path)
 
 
@@ -123,12 +139,16 @@ def tls_embedded_broker(directory, authentication: bool = False) -> Iterator[tup
 
     cert, key = self_signed_certificate(directory)
     port, tls_port = free_port(), free_port()
-    proxy = subprocess.Popen([sys.executable, "-m", "tests.tls_proxy", str(tls_port), str(port), cert, key],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "tests.tls_proxy", str(tls_port), str(port), cert, key],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await_port(proxy, tls_port, 30, "the TLS terminator")
-        with EmbeddedBroker(port=port, authentication=authentication, advertised_port=tls_port,
-                            log_file=f"{directory}/tansu.log"):
+        with EmbeddedBroker(
+            port=port, authentication=authentication, advertised_port=tls_port, log_file=f"{directory}/tansu.log"
+        ):
             yield f"127.0.0.1:{tls_port}", cert
     finally:
         proxy.kill()
@@ -159,8 +179,14 @@ def hides_aborted_records(bootstrap: str, topic: str = "probe-aborted-records") 
     producer.begin_transaction()
     producer.produce(topic, b"committed")
     producer.commit_transaction(30)
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}",
-                       "isolation.level": "read_committed", "enable.auto.commit": False})
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"probe-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
     reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     values: list[bytes] = []
     deadline = time.monotonic() + 30

@@ -27,6 +27,7 @@ def _fresh_logging() -> Iterator[None]:
 
     structlog.reset_defaults()
 
+
 from tests.tiny import build_artifacts  # noqa: E402
 
 

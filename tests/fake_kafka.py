@@ -37,8 +37,15 @@ class FakeBroker:
         for i in range(count):
             partition = i % self.partitions
             log = self.logs.setdefault((self.topic, partition), [])
-            log.append(FakeMessage(inquiry(f"e-{partition}-{len(log)}", "where is my order"), _key=key(i),
-                                   _topic=self.topic, _partition=partition, _offset=len(log)))
+            log.append(
+                FakeMessage(
+                    inquiry(f"e-{partition}-{len(log)}", "where is my order"),
+                    _key=key(i),
+                    _topic=self.topic,
+                    _partition=partition,
+                    _offset=len(log),
+                )
+            )
 
     def delivered(self) -> list[tuple[int, int]]:
         """(partition, offset) of the input behind each output record, in the order readers see them."""

@@ -20,8 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.kafka_client import Record, consume
 
 TEXTS = [
-    "i want a refund thanks", "my password is awful", "can you help me talk to an agent", "track my order please",
-    "i have a complaint, this is terrible", "help me with my password please", "great, refund the order",
+    "i want a refund thanks",
+    "my password is awful",
+    "can you help me talk to an agent",
+    "track my order please",
+    "i have a complaint, this is terrible",
+    "help me with my password please",
+    "great, refund the order",
 ]
 
 
@@ -31,11 +36,24 @@ class Service:
     running: list[Service] = []
 
     def __init__(self, bootstrap: str, model_dir: Path, topics: dict[str, str], log_path: Path, **settings: str):
-        env = {**os.environ, "TRIAGE_SESSION_TIMEOUT_MS": "6000", "TRIAGE_LOG_FORMAT": "json", "TRIAGE_METRICS_PORT": "0",
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "TRIAGE_SESSION_TIMEOUT_MS": "6000",
+            "TRIAGE_LOG_FORMAT": "json",
+            "TRIAGE_METRICS_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
         env.update({f"TRIAGE_{k.upper()}": str(v) for k, v in settings.items()})
-        command = [sys.executable, "-m", "triage", "run", "--bootstrap-servers", bootstrap,
-                   "--model-dir", str(model_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "triage",
+            "run",
+            "--bootstrap-servers",
+            bootstrap,
+            "--model-dir",
+            str(model_dir),
+        ]
         for name, value in topics.items():
             command += ["--" + name.replace("_", "-"), value]
         self.log_path = log_path
@@ -79,8 +97,13 @@ class Service:
         return sum(line.get("size", 0) for line in self.log_lines() if line.get("event") == "batch")
 
 
-def wait_for_topics(bootstrap: str, names: list[str], timeout_s: float = 60, service: Service | None = None,
-                    client_config: dict | None = None) -> None:
+def wait_for_topics(
+    bootstrap: str,
+    names: list[str],
+    timeout_s: float = 60,
+    service: Service | None = None,
+    client_config: dict | None = None,
+) -> None:
     """The service creates its topics at start; wait so the test's producer does not auto-create them.
     ``client_config`` replaces the plain-text connection (TLS, SASL)."""
     admin = AdminClient(client_config or {"bootstrap.servers": bootstrap})
@@ -99,9 +122,14 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.2) 
 
 
 def inquiries(start: int, count: int, keys: int = 12) -> list[tuple[bytes, bytes, list]]:
-    return [(f"customer-{i % keys}".encode(),
-             orjson.dumps({"event_id": f"ev-{i}", "text": TEXTS[i % len(TEXTS)], "seq": i}), [])
-            for i in range(start, start + count)]
+    return [
+        (
+            f"customer-{i % keys}".encode(),
+            orjson.dumps({"event_id": f"ev-{i}", "text": TEXTS[i % len(TEXTS)], "seq": i}),
+            [],
+        )
+        for i in range(start, start + count)
+    ]
 
 
 @dataclass
@@ -147,14 +175,16 @@ class Reconciliation:
         return result
 
 
-def read_outputs(bootstrap: str, topics: dict[str, str], expected: int, timeout_s: float = 180,
-                 settle_s: float = 3.0) -> list[Record]:
+def read_outputs(
+    bootstrap: str, topics: dict[str, str], expected: int, timeout_s: float = 180, settle_s: float = 3.0
+) -> list[Record]:
     names = [topics["auto_topic"], topics["human_topic"], topics["dlq_topic"]]
     return consume(bootstrap, names, expected=expected, timeout_s=timeout_s, settle_s=settle_s)
 
 
-def reconcile_until_complete(bootstrap: str, topics: dict[str, str], expected: set[str],
-                             timeout_s: float = 180) -> Reconciliation:
+def reconcile_until_complete(
+    bootstrap: str, topics: dict[str, str], expected: set[str], timeout_s: float = 180
+) -> Reconciliation:
     """Read the outputs until nothing expected is missing (or time is up)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -173,7 +203,9 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def metrics_port(service: Service) -> int:
-    wait_until(lambda: any(line.get("event") == "metrics_listening" for line in service.log_lines()), 60, "metrics port")
+    wait_until(
+        lambda: any(line.get("event") == "metrics_listening" for line in service.log_lines()), 60, "metrics port"
+    )
     return next(line["port"] for line in service.log_lines() if line.get("event") == "metrics_listening")
 
 

@@ -21,8 +21,9 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, list]],
-            max_request_size: int = 1 << 20) -> None:
+def produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, list]], max_request_size: int = 1 << 20
+) -> None:
     """Send (key, value, headers) records in order and wait for every acknowledgement."""
 
     async def go():
@@ -37,17 +38,28 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes 
     asyncio.run(go())
 
 
-def consume(bootstrap: str, topics: list[str], expected: int, timeout_s: float = 120.0,
-            settle_s: float = 2.0, abort: Callable[[], bool] | None = None) -> list[Record]:
+def consume(
+    bootstrap: str,
+    topics: list[str],
+    expected: int,
+    timeout_s: float = 120.0,
+    settle_s: float = 2.0,
+    abort: Callable[[], bool] | None = None,
+) -> list[Record]:
     """Read the topics from the beginning until ``expected`` records arrived (then ``settle_s`` more for extras).
 
     ``abort`` is checked between polls: when it returns true (say, the service died) reading stops.
     """
 
     async def go():
-        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False,
-                                    isolation_level="read_committed")  # aborted transactions stay unseen
+        consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )  # aborted transactions stay unseen
         await consumer.start()
         found: list[Record] = []
         deadline = time.monotonic() + timeout_s

@@ -21,8 +21,9 @@ def _positive(value) -> bool:
 @pytest.mark.integration
 def test_bench_json_reports_every_measurement(tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("TRIAGE_BATCH_SIZE", "32")  # several batches out of 200 (the rate excludes the first)
-    args = argparse.Namespace(json=True, n=200, model_dir=tiny_model_dir, seed_texts=10, model_texts=200, latency_s=2,
-                              members=2)
+    args = argparse.Namespace(
+        json=True, n=200, model_dir=tiny_model_dir, seed_texts=10, model_texts=200, latency_s=2, members=2
+    )
     assert run_bench(args) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # stdout holds exactly one JSON object: progress went to stderr
@@ -70,8 +71,15 @@ def test_texts_are_realistic_and_cycled():
     assert len(picked) == len(texts) + 5 and pick(texts, 10, seed=0) == pick(texts, 10, seed=0)
 
 
-TEXTS = ["i want a refund thanks", "my password is awful", "can you help me talk to an agent please",
-         "track my order", "i have a complaint, this is terrible and i am furious", "great", "how do i track it"]
+TEXTS = [
+    "i want a refund thanks",
+    "my password is awful",
+    "can you help me talk to an agent please",
+    "track my order",
+    "i have a complaint, this is terrible and i am furious",
+    "great",
+    "how do i track it",
+]
 
 
 def test_fast_paths_give_the_plain_huggingface_logits(tiny_model_dir):
@@ -128,8 +136,9 @@ def test_side_by_side_and_one_after_the_other_predict_the_same(tiny_model_dir):
 def _arrival(event: int, stamp: float, phase: bytes = b"backlog"):
     from devtools.bench import Arrival
 
-    return Arrival(at=stamp + 0.01, topic="out", phase=phase, sent=0.0, broker_ts=stamp, value=b"{}",
-                   event=str(event).encode())
+    return Arrival(
+        at=stamp + 0.01, topic="out", phase=phase, sent=0.0, broker_ts=stamp, value=b"{}", event=str(event).encode()
+    )
 
 
 def test_backlog_rate_counts_each_event_once_and_leaves_out_the_first_batches():
@@ -154,9 +163,11 @@ def test_first_batches_and_routed_come_from_the_batch_log_lines(tmp_path):
     from devtools.bench import _first_batches, _routed
 
     one, two = tmp_path / "one.log", tmp_path / "two.log"
-    one.write_text('not json\n{"event": "started"}\n'
-                   '{"event": "batch", "size": 7, "auto_response": 5, "human_agent": 1, "dlq": 1}\n'
-                   '{"event": "batch", "size": 3, "auto_response": 3, "human_agent": 0, "dlq": 0}\n')
+    one.write_text(
+        'not json\n{"event": "started"}\n'
+        '{"event": "batch", "size": 7, "auto_response": 5, "human_agent": 1, "dlq": 1}\n'
+        '{"event": "batch", "size": 3, "auto_response": 3, "human_agent": 0, "dlq": 0}\n'
+    )
     two.write_text('{"event": "batch", "size": 4, "auto_response": 2, "human_agent": 2, "dlq": 0}\n')
     assert _first_batches([one, two]) == 11 and _routed([one, two]) == 14
     assert _first_batches([tmp_path / "not-yet.log"]) == 0 and _routed([tmp_path / "not-yet.log"]) == 0
@@ -167,8 +178,12 @@ def test_cpu_meter_cores_over_a_window():
 
     meter = CpuMeter(every_s=3600)  # no sampling thread activity: the samples are set by hand
     meter.close()
-    meter.samples = [(10.0, {"svc": 1.0}), (11.0, {"svc": 2.5}), (12.0, {"svc": 4.0, "broker": 0.0}),
-                     (13.0, {"svc": 4.0, "broker": 0.2})]
+    meter.samples = [
+        (10.0, {"svc": 1.0}),
+        (11.0, {"svc": 2.5}),
+        (12.0, {"svc": 4.0, "broker": 0.0}),
+        (13.0, {"svc": 4.0, "broker": 0.2}),
+    ]
     assert meter.cores("svc", 10.0, 12.0) == 1.5  # 3 CPU-seconds in 2 s
     assert meter.cores("svc", 10.5, 11.5) == 1.5  # rounded out to the samples around the window
     assert meter.cores("svc", 12.0, 13.0) == 0.0
@@ -183,13 +198,23 @@ def test_steady_load_windows_show_latency_and_broker_cpu_over_time():
     meter.close()
     meter.samples = [(100.0, {"broker": 0.0}), (105.0, {"broker": 1.0}), (110.0, {"broker": 4.0})]
     # 10 events sent in the first 5 s, routed after 50 ms; 10 in the next 5 s, routed after 300 ms
-    arrivals = [Arrival(at=100.0 + i * 0.5 + 0.05, topic="t", phase=b"steady", sent=100.0 + i * 0.5, broker_ts=math.nan,
-                        value=None) for i in range(10)]
-    arrivals += [Arrival(at=105.0 + i * 0.5 + 0.3, topic="t", phase=b"steady", sent=105.0 + i * 0.5, broker_ts=math.nan,
-                         value=None) for i in range(10)]
+    arrivals = [
+        Arrival(
+            at=100.0 + i * 0.5 + 0.05, topic="t", phase=b"steady", sent=100.0 + i * 0.5, broker_ts=math.nan, value=None
+        )
+        for i in range(10)
+    ]
+    arrivals += [
+        Arrival(
+            at=105.0 + i * 0.5 + 0.3, topic="t", phase=b"steady", sent=105.0 + i * 0.5, broker_ts=math.nan, value=None
+        )
+        for i in range(10)
+    ]
     windows = _windows(arrivals, 100.0, meter)
     assert [w["from_s"] for w in windows] == [0.0, 5.0] and [w["messages"] for w in windows] == [10, 10]
-    assert windows[0]["p99_ms"] == pytest.approx(50.0, abs=0.1) and windows[1]["p99_ms"] == pytest.approx(300.0, abs=0.1)
+    assert windows[0]["p99_ms"] == pytest.approx(50.0, abs=0.1) and windows[1]["p99_ms"] == pytest.approx(
+        300.0, abs=0.1
+    )
     assert [w["broker_cores"] for w in windows] == [0.2, 0.6]
     result = json.loads((Path(__file__).parent.parent / "reports" / "bench.json").read_text())
     result["latency"]["windows"] = windows

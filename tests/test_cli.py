@@ -6,8 +6,17 @@ from triage.cli import main
 
 
 def test_classify_json_prints_one_triage_object_per_text(tiny_model_dir, capsysbinary):
-    code = main(["classify", "--json", "--model-dir", str(tiny_model_dir),
-                 "i forgot my password please", "i want a refund thanks", "refund now, i am furious and angry"])
+    code = main(
+        [
+            "classify",
+            "--json",
+            "--model-dir",
+            str(tiny_model_dir),
+            "i forgot my password please",
+            "i want a refund thanks",
+            "refund now, i am furious and angry",
+        ]
+    )
     assert code == 0
     lines = [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
     assert [line["intent"]["label"] for line in lines] == ["recover_password", "get_refund", "get_refund"]
@@ -32,16 +41,19 @@ def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "triage", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("run", "broker", "classify", "demo", "train", "evaluate"):
         assert command in out
-    run_help = subprocess.run([sys.executable, "-m", "triage", "run", "--help"], capture_output=True, text=True,
-                              check=True).stdout
+    run_help = subprocess.run(
+        [sys.executable, "-m", "triage", "run", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--bootstrap-servers" in run_help and "TRIAGE_" in run_help
 
 
 def test_train_and_evaluate_are_dispatched_to_training(capsys):
     import pytest
 
-    for argv, expected in ((["evaluate", "intent", "--help"], "--text-column"), (["train", "sentiment", "--help"],
-                                                                                  "--base-model")):
+    for argv, expected in (
+        (["evaluate", "intent", "--help"], "--text-column"),
+        (["train", "sentiment", "--help"], "--base-model"),
+    ):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 0 and expected in capsys.readouterr().out

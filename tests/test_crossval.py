@@ -98,21 +98,24 @@ def _one_typo_apart(a: str, b: str) -> bool:
         return True
     if len(a) == len(b):
         diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
-                                  and a[diff[1]] == b[diff[0]])
+        return len(diff) == 1 or (
+            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        )
     short, long_ = sorted((a, b), key=len)
-    return len(long_) - len(short) == 1 and any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+    return len(long_) - len(short) == 1 and any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
 
 
 def _close(word: str, others: set[str]) -> bool:
     """``word`` or a typo of it (one or two edits) is among ``others``."""
-    return any(_one_typo_apart(word, o) or any(_one_typo_apart(word, m) and _one_typo_apart(m, o)
-                                               for m in _edits(word)) for o in others)
+    return any(
+        _one_typo_apart(word, o) or any(_one_typo_apart(word, m) and _one_typo_apart(m, o) for m in _edits(word))
+        for o in others
+    )
 
 
 def _edits(word: str) -> set[str]:
     letters = "abcdefghijklmnopqrstuvwxyz"
-    out = {word[:i] + word[i + 1:] for i in range(len(word))}
+    out = {word[:i] + word[i + 1 :] for i in range(len(word))}
     out |= {word[:i] + c + word[i:] for i in range(len(word) + 1) for c in letters}
     return out
 
@@ -151,8 +154,10 @@ def test_augmentation_is_seeded_and_leaves_most_texts_alone_at_the_default_rate(
 
 def test_fresh_order_numbers_replace_the_released_ones():
     rng = random.Random(3)
-    numbers = [re.findall(r"\d{4,}", augment("where is order 113542617735902", rng, Augmentation(rate=1.0)))[0]
-               for _ in range(100)]
+    numbers = [
+        re.findall(r"\d{4,}", augment("where is order 113542617735902", rng, Augmentation(rate=1.0)))[0]
+        for _ in range(100)
+    ]
     assert len(set(numbers)) > 60
     assert 5 < numbers.count("113542617735902") < 35  # kept 1 - Augmentation.numbers of the time
 
@@ -160,6 +165,10 @@ def test_fresh_order_numbers_replace_the_released_ones():
 def test_expected_calibration_error_of_the_fold_temperature_is_lower_on_a_miscalibrated_model():
     logits, gold = _overconfident(3000, seed=9)
     before = expected_calibration_error(softmax(logits), gold)
-    summary = summarise({"4k5": {}, "8k": {}}, {"4k5": logits[:1500], "8k": logits[1500:]},
-                        {"4k5": gold[:1500], "8k": gold[1500:]}, [f"l{i}" for i in range(5)])
+    summary = summarise(
+        {"4k5": {}, "8k": {}},
+        {"4k5": logits[:1500], "8k": logits[1500:]},
+        {"4k5": gold[:1500], "8k": gold[1500:]},
+        [f"l{i}" for i in range(5)],
+    )
     assert all(f["ece"] < before / 2 for f in summary["folds"].values())

@@ -9,8 +9,19 @@ from training import data as bitext
 from training.paths import DATA_DIR
 from training.slots import fill_slots, has_slots, slot_entity
 
-CATEGORIES = {"ACCOUNT", "CANCELLATION_FEE", "CONTACT", "DELIVERY", "FEEDBACK", "INVOICE", "ORDER", "PAYMENT",
-              "REFUND", "SHIPPING_ADDRESS", "SUBSCRIPTION"}
+CATEGORIES = {
+    "ACCOUNT",
+    "CANCELLATION_FEE",
+    "CONTACT",
+    "DELIVERY",
+    "FEEDBACK",
+    "INVOICE",
+    "ORDER",
+    "PAYMENT",
+    "REFUND",
+    "SHIPPING_ADDRESS",
+    "SUBSCRIPTION",
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +74,13 @@ def test_slot_filling_is_seeded():
 
 def test_27k_format(tmp_path: Path):
     path = tmp_path / "27k.csv"
-    path.write_text("flags,instruction,category,intent,response\n"
-                    "B,cancel order {{Order Number}},ORDER,cancel_order,ok\n"
-                    "B,newsletter please,SUBSCRIPTION,newsletter_subscription,ok\n"
-                    "B,fee?,CANCEL,check_cancellation_fee,ok\n", encoding="utf-8")
+    path.write_text(
+        "flags,instruction,category,intent,response\n"
+        "B,cancel order {{Order Number}},ORDER,cancel_order,ok\n"
+        "B,newsletter please,SUBSCRIPTION,newsletter_subscription,ok\n"
+        "B,fee?,CANCEL,check_cancellation_fee,ok\n",
+        encoding="utf-8",
+    )
     filled = bitext.load_bitext(path, seed=1)
     assert filled == bitext.load_bitext(path, seed=1)
     assert not has_slots(filled[0].text) and filled[0].text.startswith("cancel order ")

@@ -7,8 +7,14 @@ import pytest
 from training import sentiment_data as sd
 from training.paths import DATA_DIR
 
-POLARITY = {"joy": "positive", "gratitude": "positive", "anger": "negative", "annoyance": "negative",
-            "confusion": "ambiguous", "curiosity": "ambiguous"}
+POLARITY = {
+    "joy": "positive",
+    "gratitude": "positive",
+    "anger": "negative",
+    "annoyance": "negative",
+    "confusion": "ambiguous",
+    "curiosity": "ambiguous",
+}
 
 
 def test_goemotions_mapping():
@@ -54,22 +60,30 @@ def test_validation_sources_not_trained_on():
     assert sum(t.text.lower() in train_texts for t in tweets) < 5
 
 
-@pytest.mark.parametrize(("a", "b"), [
-    ("my package never arrvied", "my package never arrived"),  # a typo
-    ("the seat I paid extra for was given to someone else",
-     "Hi there, the seat I paid extra for was given to someone else on my flight today."),  # a wrapper
-    ("Do you price match?", "do you price match"),  # case and punctuation
-    ("great experience from start to finish", "excellent experience from start to finish"),  # one word
-])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("my package never arrvied", "my package never arrived"),  # a typo
+        (
+            "the seat I paid extra for was given to someone else",
+            "Hi there, the seat I paid extra for was given to someone else on my flight today.",
+        ),  # a wrapper
+        ("Do you price match?", "do you price match"),  # case and punctuation
+        ("great experience from start to finish", "excellent experience from start to finish"),  # one word
+    ],
+)
 def test_near_duplicate_catches_copies(a, b):
     assert sd.near_duplicate(a, b) and sd.near_duplicate(b, a)
 
 
-@pytest.mark.parametrize(("a", "b"), [
-    ("my package never arrived", "my refund never arrived and nobody answers"),
-    ("how do I change my address?", "how do I reset my password?"),
-    ("🙏", "👍"),
-])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("my package never arrived", "my refund never arrived and nobody answers"),
+        ("how do I change my address?", "how do I reset my password?"),
+        ("🙏", "👍"),
+    ],
+)
 def test_near_duplicate_keeps_different_messages(a, b):
     assert not sd.near_duplicate(a, b)
 
@@ -92,8 +106,11 @@ def test_written_messages_stay_apart_from_the_customer_service_evaluation_sets()
 def test_stratified_holdout_is_disjoint_seeded_and_per_group():
     from training.data import stratified_holdout
 
-    rows = [sd.Labeled(f"text {source} {label} {i}", label, source)
-            for source, label, n in (("a", "negative", 50), ("a", "neutral", 30), ("b", "positive", 3)) for i in range(n)]
+    rows = [
+        sd.Labeled(f"text {source} {label} {i}", label, source)
+        for source, label, n in (("a", "negative", 50), ("a", "neutral", 30), ("b", "positive", 3))
+        for i in range(n)
+    ]
     key = lambda r: (r.source, r.label)  # noqa: E731
     kept, held = stratified_holdout(rows, 0.1, seed=3, key=key)
     assert (kept, held) == stratified_holdout(rows, 0.1, seed=3, key=key)

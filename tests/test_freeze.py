@@ -16,8 +16,15 @@ from training.modeling import FreezeError, freeze_lower_layers
 
 def _bert(layers: int = 3) -> BertForSequenceClassification:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocabulary()), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=len(INTENTS))
+    config = BertConfig(
+        vocab_size=len(vocabulary()),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=len(INTENTS),
+    )
     return BertForSequenceClassification(config)
 
 
@@ -38,8 +45,11 @@ def test_training_leaves_the_frozen_layers_as_they_were():
     config = TrainConfig(epochs=2, lr=1e-3, batch_size=8, max_length=16, seed=1, freeze_layers=2)
     train(model, make_tokenizer(), texts, labels, config, _cpu())
     changed = _changed(before, model)
-    frozen = [n for n in before if n.startswith("bert.embeddings.") or n.startswith(("bert.encoder.layer.0.",
-                                                                                    "bert.encoder.layer.1."))]
+    frozen = [
+        n
+        for n in before
+        if n.startswith("bert.embeddings.") or n.startswith(("bert.encoder.layer.0.", "bert.encoder.layer.1."))
+    ]
     assert frozen and not changed & set(frozen)
     # the layer above them, the pooler and the head did learn
     assert any(n.startswith("bert.encoder.layer.2.") for n in changed)
@@ -64,8 +74,15 @@ def test_freezing_counts_and_limits():
 
 
 def test_distilbert_layers_are_found():
-    config = DistilBertConfig(vocab_size=len(vocabulary()), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                              max_position_embeddings=64, num_labels=2)
+    config = DistilBertConfig(
+        vocab_size=len(vocabulary()),
+        dim=32,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=64,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
     model = DistilBertForSequenceClassification(config)
     freeze_lower_layers(model, 1)
     assert not any(p.requires_grad for p in model.distilbert.embeddings.parameters())

@@ -23,8 +23,12 @@ def test_artifact_loads_with_a_plain_transformers_pipeline(tiny_model_dir):
 def test_predict_is_batch_first_and_in_input_order(tiny_model):
     texts = ["track my order thanks", "i want a refund", "my password is awful", "talk to an agent please"] * 20
     predictions = tiny_model.predict(texts)
-    assert [p.intent.label for p in predictions[:4]] == ["track_order", "get_refund", "recover_password",
-                                                         "contact_human_agent"]
+    assert [p.intent.label for p in predictions[:4]] == [
+        "track_order",
+        "get_refund",
+        "recover_password",
+        "contact_human_agent",
+    ]
     assert all(len(p.intent.top_k) == 3 for p in predictions)
     assert all(abs(sum(p.sentiment.scores.values()) - 1) < 1e-3 for p in predictions)
     one_by_one = [tiny_model.predict([t])[0].intent.label for t in texts[:4]]
@@ -45,8 +49,15 @@ def test_temperature_from_the_manifest_is_applied(tiny_model_dir, tmp_path):
 
 
 def test_forward_passes_run_longest_first_alternating_models_with_the_same_answers(tiny_model_dir, monkeypatch):
-    texts = ["track my order", "i want a refund thanks", "ok", "my password is awful and i am locked out",
-             "talk to an agent please", "refund", "where is my money i have waited three weeks"] * 3
+    texts = [
+        "track my order",
+        "i want a refund thanks",
+        "ok",
+        "my password is awful and i am locked out",
+        "talk to an agent please",
+        "refund",
+        "where is my money i have waited three weeks",
+    ] * 3
     shared = TriageModel.load(tiny_model_dir, batch_size=4)  # 6 passes per model, two threads on 2+ cores
     alone = TriageModel.load(tiny_model_dir, batch_size=4)
     if alone._pool is not None:

@@ -15,9 +15,16 @@ from training.onnx_export import export_onnx
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-TEXTS = ["i want a refund thanks", "my password is awful", "can you help me talk to an agent please",
-         "track my order", "i have a complaint, this is terrible and i am furious", "great", "how do i track it",
-         "refund refund refund where is my money " * 8]
+TEXTS = [
+    "i want a refund thanks",
+    "my password is awful",
+    "can you help me talk to an agent please",
+    "track my order",
+    "i have a complaint, this is terrible and i am furious",
+    "great",
+    "how do i track it",
+    "refund refund refund where is my money " * 8,
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +45,9 @@ def _fp32_logits(directory, texts):
     network = AutoModelForSequenceClassification.from_pretrained(directory).eval()
     classifier = TextClassifier.load(directory, backend="torch")
     with torch.inference_mode():
-        return np.stack([network(**classifier._pad([ids], len(ids))).logits[0].numpy()
-                         for ids in classifier.encode(texts)])
+        return np.stack(
+            [network(**classifier._pad([ids], len(ids))).logits[0].numpy() for ids in classifier.encode(texts)]
+        )
 
 
 def test_export_is_recorded_in_the_manifest_and_checked_against_the_original(exported, tiny_model_dir):
@@ -90,8 +98,9 @@ def test_a_gpu_never_runs_the_export(exported):
 
     manifest = read_manifest(exported / "intent")
     tokenizer = AutoTokenizer.from_pretrained(exported / "intent")
-    network, note = _onnx_network(exported / "intent", manifest, DeviceChoice(torch.device("cuda"), None), tokenizer,
-                                  None)
+    network, note = _onnx_network(
+        exported / "intent", manifest, DeviceChoice(torch.device("cuda"), None), tokenizer, None
+    )
     assert network is None and "CPU" in note
 
 
@@ -199,11 +208,22 @@ def test_feed_forward_blocks_are_found_by_weight_shape(tiny_model_dir, tmp_path)
     from training.onnx_export import feed_forward_nodes
 
     network = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir / "intent").eval()
-    example = {"input_ids": torch.ones((1, 4), dtype=torch.long), "attention_mask": torch.ones((1, 4), dtype=torch.long)}
+    example = {
+        "input_ids": torch.ones((1, 4), dtype=torch.long),
+        "attention_mask": torch.ones((1, 4), dtype=torch.long),
+    }
     path = tmp_path / "float.onnx"
     with torch.no_grad():
-        torch.onnx.export(network, (), str(path), kwargs=example, input_names=list(example), output_names=["logits"],
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            network,
+            (),
+            str(path),
+            kwargs=example,
+            input_names=list(example),
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+        )
     pairs = feed_forward_nodes(onnx.load(str(path)))
     assert len(pairs) == network.config.num_hidden_layers
     assert [("intermediate" in up, "output" in down) for up, down in pairs] == [(True, True)] * len(pairs)
@@ -276,15 +296,23 @@ def test_the_up_projection_goes_float_after_the_down_projection(exported, tmp_pa
     assert [r.split(":")[0] for r in export.refused] == ["int8 with no MatMul in float", "int8 with 0.down in float"]
     graph = onnx.load(str(tmp_path / "intent" / ONNX_FILE)).graph
     float_matmuls = {node.name for node in graph.node if node.op_type == "MatMul"}
-    assert {"/bert/encoder/layer.0/intermediate/dense/MatMul", "/bert/encoder/layer.0/output/dense/MatMul"} <= float_matmuls
+    assert {
+        "/bert/encoder/layer.0/intermediate/dense/MatMul",
+        "/bert/encoder/layer.0/output/dense/MatMul",
+    } <= float_matmuls
 
 
 def test_float_ladder_takes_down_projections_first():
     from training.onnx_export import float_ladder
 
     assert float_ladder(0) == [()]
-    assert float_ladder(2) == [(), ("0.down",), ("0.down", "1.down"), ("0.down", "1.down", "0.up"),
-                               ("0.down", "1.down", "0.up", "1.up")]
+    assert float_ladder(2) == [
+        (),
+        ("0.down",),
+        ("0.down", "1.down"),
+        ("0.down", "1.down", "0.up"),
+        ("0.down", "1.down", "0.up", "1.up"),
+    ]
 
 
 def test_an_older_manifests_float_layers_are_kept_by_a_reexport(exported, tmp_path):

@@ -55,8 +55,12 @@ def test_unreadable_headers_are_dropped_and_the_record_still_routed(processor):
 
 
 def test_input_triage_headers_are_never_passed_on_as_ours(processor):
-    forged = [("triage.error.stage", b"inference"), ("Triage-Route", b"auto"), ("trace-id", b"t-9"),
-              ("triage.source.offset", b"999")]
+    forged = [
+        ("triage.error.stage", b"inference"),
+        ("Triage-Route", b"auto"),
+        ("trace-id", b"t-9"),
+        ("triage.source.offset", b"999"),
+    ]
     message = FakeMessage(inquiry("f", "where is my order"), _headers=forged, _offset=5)
     routed = processor.process([message])[0]
     assert routed.headers == [("trace-id", b"t-9")]

@@ -11,8 +11,9 @@ from schemas.deadletter import DeadLetterHeaders
 from tests.fakes import BAD_RECORDS, FakeMessage, inquiry
 
 TOPICS = Topics("out.auto", "out.human", "out.dlq")
-POLICY = RoutingPolicy(human_intents=frozenset({"contact_human_agent", "complaint"}),
-                       negative_threshold=0.6, abstain_threshold=0.5)
+POLICY = RoutingPolicy(
+    human_intents=frozenset({"contact_human_agent", "complaint"}), negative_threshold=0.6, abstain_threshold=0.5
+)
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
@@ -22,8 +23,18 @@ def make_processor(model) -> Processor:
 
 def test_good_inquiries_are_enriched_routed_and_passed_through(tiny_model):
     messages = [
-        FakeMessage(inquiry("e-1", "i want my refund please", customer_id="c1", channel="chat",
-                            created_at="2026-11-26T10:00:00Z", language="en", custom={"vip": True}), _offset=10),
+        FakeMessage(
+            inquiry(
+                "e-1",
+                "i want my refund please",
+                customer_id="c1",
+                channel="chat",
+                created_at="2026-11-26T10:00:00Z",
+                language="en",
+                custom={"vip": True},
+            ),
+            _offset=10,
+        ),
         FakeMessage(inquiry("e-2", "can you help me talk to an agent"), _key=b"c2", _offset=11),
         FakeMessage(inquiry("e-3", "my password is terrible and i am furious"), _key=None, _offset=12),
     ]

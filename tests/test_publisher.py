@@ -91,8 +91,13 @@ class BrokerProducer:
 
 def _processor() -> Processor:
     policy = RoutingPolicy(human_intents=frozenset(), negative_threshold=0.6, abstain_threshold=0.5)
-    return Processor(model=None, policy=policy, topics=TOPICS, max_text_chars=10_000,
-                     clock=lambda: datetime(2026, 11, 27, tzinfo=UTC))
+    return Processor(
+        model=None,
+        policy=policy,
+        topics=TOPICS,
+        max_text_chars=10_000,
+        clock=lambda: datetime(2026, 11, 27, tzinfo=UTC),
+    )
 
 
 def _record(offset: int, value: bytes, topic: str = "out.auto", source_value: bytes = b'{"event_id": "e"}'):
@@ -115,8 +120,11 @@ def test_a_refused_record_becomes_a_dead_letter_and_its_batch_neighbours_are_del
     published = _publisher(producer).publish([fine, too_big, also_fine], offsets=["offsets"], group_metadata=object())
     # the broker refused the whole first record batch; sent one at a time, only the big one is refused again
     assert [(r.topic, r.source.offset()) for r in published] == [("out.auto", 1), ("out.dlq", 2), ("out.auto", 3)]
-    assert sorted(_seen(producer)) == [("out.auto", b"x" * 50), ("out.auto", b"z" * 40),
-                                       ("out.dlq", b'{"event_id": "e"}')]
+    assert sorted(_seen(producer)) == [
+        ("out.auto", b"x" * 50),
+        ("out.auto", b"z" * 40),
+        ("out.dlq", b'{"event_id": "e"}'),
+    ]
     letter = DeadLetterHeaders.from_kafka(next(h for t, _, _, h in producer.committed if t == "out.dlq"))
     assert (letter.stage, letter.error_class, letter.source_offset) == ("publish", "OutputRejected", 2)
     if transactional:  # every poisoned transaction was aborted; the last one carried outputs and offsets together
@@ -136,8 +144,9 @@ def test_in_a_transaction_a_refusal_stops_the_wait_for_records_that_can_no_longe
 @MODES
 def test_an_input_too_big_to_dead_letter_keeps_a_pointer_without_its_value(transactional):
     producer = BrokerProducer(batch_limit=100, transactional=transactional)
-    published = _publisher(producer).publish([_record(7, b"y" * 500, source_value=b"z" * 400)], offsets=["offsets"],
-                                             group_metadata=object())
+    published = _publisher(producer).publish(
+        [_record(7, b"y" * 500, source_value=b"z" * 400)], offsets=["offsets"], group_metadata=object()
+    )
     assert len(published) == 1 and published[0].route == "dlq"
     [(topic, value, _, headers)] = producer.committed
     assert topic == "out.dlq" and value is None and (OMITTED_HEADER, b"value,headers") in headers
@@ -148,8 +157,9 @@ def test_an_input_too_big_to_dead_letter_keeps_a_pointer_without_its_value(trans
 
 def test_a_refusal_by_the_client_itself_needs_no_new_transaction():
     producer = BrokerProducer(batch_limit=10**6, transactional=True, local_limit=100)
-    published = _publisher(producer).publish([_record(1, b"x" * 50), _record(2, b"y" * 500)], offsets=["offsets"],
-                                             group_metadata=object())
+    published = _publisher(producer).publish(
+        [_record(1, b"x" * 50), _record(2, b"y" * 500)], offsets=["offsets"], group_metadata=object()
+    )
     assert [r.route for r in published] == ["auto_response", "dlq"]
     assert producer.transactions == {"begun": 1, "committed": 1, "aborted": 0}
 
@@ -167,18 +177,19 @@ def test_it_stops_with_a_clear_reason_when_even_the_pointer_is_refused(transacti
 def test_an_output_over_max_message_bytes_steps_to_its_fallback_before_it_is_sent():
     producer = BrokerProducer(batch_limit=10**6, transactional=True)
     publisher = Publisher(lambda: producer, _processor(), timeout_s=5.0, transactional=True, max_message_bytes=2_000)
-    published = publisher.publish([_record(1, b"x" * 50), _record(2, b"y" * 5_000)], offsets=["offsets"],
-                                  group_metadata=object())
+    published = publisher.publish(
+        [_record(1, b"x" * 50), _record(2, b"y" * 5_000)], offsets=["offsets"], group_metadata=object()
+    )
     assert [r.route for r in published] == ["auto_response", "dlq"]
     assert all(record_size(r) <= 2_000 for r in published)
     assert producer.transactions == {"begun": 1, "committed": 1, "aborted": 0}, "no refusal was needed"
 
 
 def test_a_pointer_drops_the_input_headers_and_an_oversized_key_but_keeps_where_the_input_is():
-    source = FakeMessage(b"z" * 400, _key=b"K" * 10_000, _headers=[("big", b"h" * 900_000), ("trace", b"t")],
-                         _offset=9)
-    record = OutputRecord("out.auto", source.key(), b"y" * 500, source.headers(), source, "auto_response",
-                          intent="track_order")
+    source = FakeMessage(b"z" * 400, _key=b"K" * 10_000, _headers=[("big", b"h" * 900_000), ("trace", b"t")], _offset=9)
+    record = OutputRecord(
+        "out.auto", source.key(), b"y" * 500, source.headers(), source, "auto_response", intent="track_order"
+    )
     producer = BrokerProducer(batch_limit=10**9, transactional=False)
     publisher = Publisher(lambda: producer, _processor(), timeout_s=5.0, max_message_bytes=100_000)
     [published] = publisher.publish([record])
@@ -196,8 +207,10 @@ def test_records_of_a_key_keep_their_order_when_one_of_them_is_refused(transacti
     records = [_record(1, b"a" * 10), _record(2, b"b" * 500), _record(3, b"c" * 10), _record(4, b"d" * 10)]
     _publisher(producer).publish(records, offsets=["offsets"], group_metadata=object())
     # one key (b"k"), one partition: what a reader sees must follow the input offsets, the dead letter included
-    order = [DeadLetterHeaders.from_kafka(h).source_offset if t == "out.dlq" else {b"a": 1, b"c": 3, b"d": 4}[v[:1]]
-             for t, v, _, h in producer.committed]
+    order = [
+        DeadLetterHeaders.from_kafka(h).source_offset if t == "out.dlq" else {b"a": 1, b"c": 3, b"d": 4}[v[:1]]
+        for t, v, _, h in producer.committed
+    ]
     assert order == [1, 2, 3, 4]
 
 

@@ -45,8 +45,13 @@ def test_a_refused_version_is_tried_again_with_backoff_then_served(models):
         return TriageModel.load(models)
 
     refused = []
-    reloader = ModelReloader(Settings(model_dir=models, reload_interval_s=1), processor, load,
-                             on_refuse=lambda: refused.append(clock.now), clock=clock)
+    reloader = ModelReloader(
+        Settings(model_dir=models, reload_interval_s=1),
+        processor,
+        load,
+        on_refuse=lambda: refused.append(clock.now),
+        clock=clock,
+    )
     write_manifest(models / "intent", read_manifest(models / "intent").model_copy(update={"version": "intent-v2"}))
 
     clock.now += 2

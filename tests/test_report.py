@@ -31,8 +31,13 @@ def test_the_report_has_the_tables_and_pictures(tmp_path):
     scored = _scored()
     path = write_report(tmp_path, "intent: m on x.csv", scored, "x.csv", scored.texts)
     text = path.read_text()
-    for heading in ("## Per label", "## The ten worst confusions", "## Confusion matrix", "## Calibration",
-                    "## Accuracy by text length"):
+    for heading in (
+        "## Per label",
+        "## The ten worst confusions",
+        "## Confusion matrix",
+        "## Calibration",
+        "## Accuracy by text length",
+    ):
         assert heading in text
     assert "| payment_issue | cancel_order | 3 | 30.0% |" in text
     assert "| track_order | payment_issue | 1 | 10.0% |" in text
@@ -50,8 +55,10 @@ def test_confusions_reliability_and_length_bins():
     from training.metrics import confusion
 
     pairs = worst_confusions(confusion(scored.probs, scored.gold, 3), scored.labels)
-    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("payment_issue", "cancel_order", 3),
-                                                                         ("track_order", "payment_issue", 1)]
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
+        ("payment_issue", "cancel_order", 3),
+        ("track_order", "payment_issue", 1),
+    ]
     bins = reliability(scored.probs, scored.gold)
     assert sum(b["n"] for b in bins) == 30 and len(bins) == 1  # every confidence is 0.8
     assert bins[0]["accuracy"] == round(26 / 30, 4)

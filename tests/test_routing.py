@@ -10,8 +10,9 @@ def prediction(intent="get_refund", category="REFUND", confidence=0.9, sentiment
     scores = {"negative": 0.1, "neutral": 0.1, "positive": 0.1}
     scores[sentiment] = score
     return Prediction(
-        intent=IntentResult(label=intent, category=category, confidence=confidence,
-                            top_k=[LabelScore(label=intent, score=confidence)]),
+        intent=IntentResult(
+            label=intent, category=category, confidence=confidence, top_k=[LabelScore(label=intent, score=confidence)]
+        ),
         sentiment=SentimentResult(label=sentiment, score=score, scores=scores),
     )
 
@@ -31,8 +32,10 @@ def test_default_policy_routes_as_documented():
 
 def test_policy_from_toml_file(tmp_path):
     path = tmp_path / "policy.toml"
-    path.write_text('[routing]\nhuman_intents = []\nhuman_categories = ["REFUND"]\n'
-                    'negative_threshold = 0.9\nabstain_threshold = 0.1\n')
+    path.write_text(
+        '[routing]\nhuman_intents = []\nhuman_categories = ["REFUND"]\n'
+        "negative_threshold = 0.9\nabstain_threshold = 0.1\n"
+    )
     policy = RoutingPolicy.from_file(path)
     assert policy.decide(prediction()) == ("human_agent", ["category_needs_human"])
     assert policy.decide(prediction("track_order", "ORDER", 0.2))[0] == "auto_response"

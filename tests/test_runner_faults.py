@@ -54,12 +54,23 @@ class ScriptedModel:
 class Service:
     """A runner on the fake broker, in a thread."""
 
-    def __init__(self, broker: FakeBroker, model, tmp_path, on_consumer: Callable[[FakeConsumer], None] = None,
-                 **settings):
-        defaults = dict(state_dir=tmp_path, batch_size=8, batch_max_wait_ms=0, retry_backoff_ms=10,
-                        retry_backoff_max_ms=40, breaker_cooldown_s=0.5, model_failure_limit=3,
-                        inference_timeout_s=5.0, max_poll_interval_ms=1000, delivery_timeout_ms=1000,
-                        stall_timeout_s=60, metrics_port=-1)
+    def __init__(
+        self, broker: FakeBroker, model, tmp_path, on_consumer: Callable[[FakeConsumer], None] = None, **settings
+    ):
+        defaults = dict(
+            state_dir=tmp_path,
+            batch_size=8,
+            batch_max_wait_ms=0,
+            retry_backoff_ms=10,
+            retry_backoff_max_ms=40,
+            breaker_cooldown_s=0.5,
+            model_failure_limit=3,
+            inference_timeout_s=5.0,
+            max_poll_interval_ms=1000,
+            delivery_timeout_ms=1000,
+            stall_timeout_s=60,
+            metrics_port=-1,
+        )
         self.settings = Settings(**{**defaults, **settings})
         self.broker, self.consumers, self.producers = broker, [], []
         self.on_consumer = on_consumer
@@ -67,11 +78,19 @@ class Service:
         self.health = Health(stall_timeout_s=self.settings.stall_timeout_s)
         self.health.update(model_loaded=True)
         self.metrics.watch(self.health)
-        processor = Processor(model=model, policy=RoutingPolicy.default(),
-                              topics=Topics(self.settings.auto_topic, self.settings.human_topic,
-                                            self.settings.dlq_topic))
-        self.runner = Runner(self.settings, processor, metrics=self.metrics, health=self.health,
-                             consumer_factory=self._consumer, producer_factory=self._producer)
+        processor = Processor(
+            model=model,
+            policy=RoutingPolicy.default(),
+            topics=Topics(self.settings.auto_topic, self.settings.human_topic, self.settings.dlq_topic),
+        )
+        self.runner = Runner(
+            self.settings,
+            processor,
+            metrics=self.metrics,
+            health=self.health,
+            consumer_factory=self._consumer,
+            producer_factory=self._producer,
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -117,8 +136,9 @@ class Service:
 
 
 def everything_once(broker: FakeBroker) -> bool:
-    return Counter(broker.delivered()) == Counter((p, o) for (_t, p), log in broker.logs.items()
-                                                  for o in range(len(log)))
+    return Counter(broker.delivered()) == Counter(
+        (p, o) for (_t, p), log in broker.logs.items() for o in range(len(log))
+    )
 
 
 def all_committed(broker: FakeBroker) -> bool:
@@ -140,8 +160,9 @@ def broker() -> FakeBroker:
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-def test_transient_publish_failures_are_retried_with_backoff_and_deliver_everything_once(broker, tiny_model,
-                                                                                        tmp_path, guarantee):
+def test_transient_publish_failures_are_retried_with_backoff_and_deliver_everything_once(
+    broker, tiny_model, tmp_path, guarantee
+):
     broker.fail_flushes = [KafkaError._MSG_TIMED_OUT] * 3
     service = Service(broker, tiny_model, tmp_path, processing_guarantee=guarantee)
     service.wait(settled(broker))
@@ -200,8 +221,9 @@ def test_the_oldest_unfinished_gauge_reads_the_health_state():
 # -- the model --------------------------------------------------------------------------------------------
 
 
-def test_a_model_that_fails_every_batch_stops_consuming_says_why_and_resumes_when_it_answers(broker, tiny_model,
-                                                                                           tmp_path):
+def test_a_model_that_fails_every_batch_stops_consuming_says_why_and_resumes_when_it_answers(
+    broker, tiny_model, tmp_path
+):
     model = ScriptedModel(tiny_model, ["raise"] * 4)  # three open the breaker, the first probe fails too
     service = Service(broker, model, tmp_path, breaker_cooldown_s=0.4)
     service.wait(lambda: not service.health.model_ok)
@@ -250,15 +272,19 @@ def test_nothing_is_published_for_partitions_lost_during_a_batch(broker, tiny_mo
         consumer.reassign(ALL)
 
     model = ScriptedModel(tiny_model, ["hang:0.5"])
-    service = Service(broker, model, tmp_path, processing_guarantee=guarantee,
-                      on_consumer=lambda c: setattr(c, "during_inference", lose))
+    service = Service(
+        broker,
+        model,
+        tmp_path,
+        processing_guarantee=guarantee,
+        on_consumer=lambda c: setattr(c, "during_inference", lose),
+    )
     service.wait(settled(broker))
     service.stop()
     assert everything_once(broker), "the lost batch is the new owner's: publishing it here would duplicate it"
 
 
-def test_a_rewind_that_cannot_seek_stops_the_service_instead_of_committing_past_the_batch(broker, tiny_model,
-                                                                                         tmp_path):
+def test_a_rewind_that_cannot_seek_stops_the_service_instead_of_committing_past_the_batch(broker, tiny_model, tmp_path):
     broker.fail_flushes = [KafkaError._MSG_TIMED_OUT]
     service = Service(broker, tiny_model, tmp_path, on_consumer=lambda c: setattr(c, "fail_seek", True))
     error = service.died()
@@ -276,8 +302,7 @@ def test_a_failed_commit_is_carried_by_the_next_one(broker, tiny_model, tmp_path
 # -- exactly-once -----------------------------------------------------------------------------------------
 
 
-def test_exactly_once_a_commit_without_an_answer_stops_the_service_instead_of_replaying(broker, tiny_model,
-                                                                                     tmp_path):
+def test_exactly_once_a_commit_without_an_answer_stops_the_service_instead_of_replaying(broker, tiny_model, tmp_path):
     broker.commit_unanswered = True
     service = Service(broker, tiny_model, tmp_path, processing_guarantee="exactly_once")
     assert isinstance(service.died(), TransactionUnknown)
@@ -307,8 +332,9 @@ def test_each_process_gets_a_stable_transactional_id_that_a_restart_takes_over(t
 
 
 @pytest.mark.parametrize("keeps_metadata", [True, False], ids=["commit-metadata", "state-file"])
-def test_a_record_that_kills_the_process_is_dead_lettered_after_crash_limit_deaths(tiny_model, tmp_path,
-                                                                                    keeps_metadata):
+def test_a_record_that_kills_the_process_is_dead_lettered_after_crash_limit_deaths(
+    tiny_model, tmp_path, keeps_metadata
+):
     broker = FakeBroker(partitions=1, keeps_metadata=keeps_metadata)
     broker.send(3)
     broker.logs[("inquiries", 0)].append(FakeMessage(inquiry("e-0-3", "KILL ME"), _offset=3))

@@ -15,14 +15,32 @@ def test_no_words(text):
     assert out_of_scope_reason(text) == NO_WORDS
 
 
-@pytest.mark.parametrize("text", ["我想取消我的订单", "Я хочу отменить заказ", "أريد إلغاء طلبي", "注文をキャンセルしたいです",
-                                  "मुझे अपना ऑर्डर रद्द करना है", "Θέλω να ακυρώσω"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我想取消我的订单",
+        "Я хочу отменить заказ",
+        "أريد إلغاء طلبي",
+        "注文をキャンセルしたいです",
+        "मुझे अपना ऑर्डर रद्द करना है",
+        "Θέλω να ακυρώσω",
+    ],
+)
 def test_other_scripts(text):
     assert out_of_scope_reason(text) == UNSUPPORTED_SCRIPT
 
 
-@pytest.mark.parametrize("text", ["hi", "where is my order #123?", "cancel ORD-99", "ich möchte stornieren",
-                                  "refund for order 12345 (the café one)", "my order 订单 is late"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hi",
+        "where is my order #123?",
+        "cancel ORD-99",
+        "ich möchte stornieren",
+        "refund for order 12345 (the café one)",
+        "my order 订单 is late",
+    ],
+)
 def test_the_model_decides_the_rest(text):
     assert out_of_scope_reason(text) is None
 
@@ -38,9 +56,15 @@ def test_the_character_rules_never_mark_a_bitext_inquiry():
 def test_policy_routes_out_of_scope_to_a_person_even_when_confident():
     scores = {"negative": 0.1, "neutral": 0.8, "positive": 0.1}
     prediction = Prediction(
-        intent=IntentResult(label="track_order", category="ORDER", confidence=0.99,
-                            top_k=[LabelScore(label="track_order", score=0.99)], out_of_scope=UNSUPPORTED_SCRIPT),
-        sentiment=SentimentResult(label="neutral", score=0.8, scores=scores))
+        intent=IntentResult(
+            label="track_order",
+            category="ORDER",
+            confidence=0.99,
+            top_k=[LabelScore(label="track_order", score=0.99)],
+            out_of_scope=UNSUPPORTED_SCRIPT,
+        ),
+        sentiment=SentimentResult(label="neutral", score=0.8, scores=scores),
+    )
     assert RoutingPolicy.default().decide(prediction) == ("human_agent", ["out_of_scope"])
 
 

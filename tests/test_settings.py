@@ -11,7 +11,11 @@ def test_defaults_match_the_documented_cli():
     s = Settings()
     assert (s.bootstrap_servers, s.group_id, str(s.model_dir)) == ("127.0.0.1:9092", "inquiry-triage", "artifacts")
     assert (s.input_topic, s.auto_topic, s.human_topic, s.dlq_topic) == (
-        "inquiries", "inquiries.auto_response", "inquiries.human_agent", "inquiries.dlq")
+        "inquiries",
+        "inquiries.auto_response",
+        "inquiries.human_agent",
+        "inquiries.dlq",
+    )
     consumer = s.consumer_config()
     assert consumer["enable.auto.commit"] is False and consumer["enable.auto.offset.store"] is False
     assert s.producer_config()["enable.idempotence"] is True
@@ -31,12 +35,22 @@ def test_environment_then_flags(monkeypatch):
 
 def test_sasl_ssl_reach_librdkafka_and_secrets_stay_hidden(monkeypatch):
     monkeypatch.setenv("TRIAGE_SASL_PASSWORD", "hunter2")
-    monkeypatch.setenv("TRIAGE_KAFKA_PROPERTIES", json.dumps({
-        "sasl.oauthbearer.client.secret": "s3cr3t",
-        "sasl.oauthbearer.config": "principal=triage clientSecret=opaque-1",  # unsecured-jwt style
-        "sasl.kerberos.keytab": "/etc/triage.keytab-x9"}))
-    s = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="triage",
-                 ssl_ca_location="/etc/ca.pem")
+    monkeypatch.setenv(
+        "TRIAGE_KAFKA_PROPERTIES",
+        json.dumps(
+            {
+                "sasl.oauthbearer.client.secret": "s3cr3t",
+                "sasl.oauthbearer.config": "principal=triage clientSecret=opaque-1",  # unsecured-jwt style
+                "sasl.kerberos.keytab": "/etc/triage.keytab-x9",
+            }
+        ),
+    )
+    s = Settings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="triage",
+        ssl_ca_location="/etc/ca.pem",
+    )
     for config in (s.consumer_config(), s.producer_config(), s.admin_config()):
         assert config["security.protocol"] == "SASL_SSL"
         assert config["sasl.mechanism"] == "SCRAM-SHA-512"

@@ -19,9 +19,16 @@ def test_train_defaults_match_recipes():
 
     for task, recipe in (("intent", INTENT_DEFAULTS), ("sentiment", SENTIMENT_DEFAULTS)):
         args = build_parser().parse_args(["train", task])
-        parsed = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                             max_length=args.max_length, seed=args.seed, freeze_layers=args.freeze_layers,
-                             label_smoothing=args.label_smoothing, schedule=args.schedule)
+        parsed = TrainConfig(
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            seed=args.seed,
+            freeze_layers=args.freeze_layers,
+            label_smoothing=args.label_smoothing,
+            schedule=args.schedule,
+        )
         assert parsed == recipe
         assert args.output.name == task and args.data_dir.name == "data"
 
@@ -47,8 +54,10 @@ def test_evaluate_names_what_is_wrong_with_a_csv(tmp_path):
         "empty.csv": (b"", "is empty"),
         "short.csv": (b"text,label\nhello,neutral\nno label here\n", "line 3: 1 field where the header has 2"),
         "long.csv": (b"text,label\nhello, there,neutral\n", "line 2: 3 fields where the header has 2"),
-        "latin1.csv": (b"text,label\nfine,neutral\ncaf\xe9,neutral\n", "is not UTF-8 text (invalid continuation byte "
-                                                                     "at byte 27, line 3)"),
+        "latin1.csv": (
+            b"text,label\nfine,neutral\ncaf\xe9,neutral\n",
+            "is not UTF-8 text (invalid continuation byte at byte 27, line 3)",
+        ),
         "quoted.csv": (b'text,label\n"two\nlines",neutral\n"unclosed,neutral\nx,y\n', "line 4: 1 field"),
         "blank.csv": (b"\n\n", "is empty"),
         "twice.csv": (b"text,text,label\na,b,neutral\n", "appear more than once"),
@@ -61,7 +70,7 @@ def test_evaluate_names_what_is_wrong_with_a_csv(tmp_path):
         assert expected in str(info.value), name
     with pytest.raises(EvaluationError, match="is a directory"):
         read_labelled_csv(tmp_path, "text", "label")
-    (tmp_path / "good.csv").write_bytes(b"\xef\xbb\xbftext,label\n\"hello, there\",neutral \n")
+    (tmp_path / "good.csv").write_bytes(b'\xef\xbb\xbftext,label\n"hello, there",neutral \n')
     assert read_labelled_csv(tmp_path / "good.csv", "text", "label") == (["hello, there"], ["neutral"])
 
 

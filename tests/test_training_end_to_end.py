@@ -34,8 +34,14 @@ def tiny_base(tmp_path_factory) -> Path:
     torch.manual_seed(0)  # the random base's weights; unseeded, they depended on which tests ran before
     directory = tmp_path_factory.mktemp("tiny-base")
     tokenizer = AutoTokenizer.from_pretrained(default_base_model())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
@@ -52,10 +58,31 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tiny_base, sentiment_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("artifact") / "intent"
-    argv = ["train", "intent", "--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--output", str(out),
-            "--epochs", "2", "--batch-size", "16", "--max-length", "32", "--train-on", "8k", "--seed", "1",
-            "--outlier-exposure", "--lr", "3e-3",  # a random base: a step large enough to learn in 16 steps,
-            "--freeze-layers", "-1"]  # and nothing pretrained to keep
+    argv = [
+        "train",
+        "intent",
+        "--base-model",
+        str(tiny_base),
+        "--data-dir",
+        str(sentiment_data),
+        "--output",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "32",
+        "--train-on",
+        "8k",
+        "--seed",
+        "1",
+        "--outlier-exposure",
+        "--lr",
+        "3e-3",  # a random base: a step large enough to learn in 16 steps,
+        "--freeze-layers",
+        "-1",
+    ]  # and nothing pretrained to keep
     assert main(argv) == 0
     return out
 
@@ -71,7 +98,11 @@ def test_artifact_loads_with_pipeline(trained):
     assert set(manifest["categories"]) == set(manifest["labels"])
     assert manifest["temperature"] > 0
     assert {"ece_before", "ece_after"} <= set(manifest["metrics"]["calibration"])
-    assert {d["role"] for d in manifest["data"]} == {"train", "validation", "outliers"}  # trained with --outlier-exposure
+    assert {d["role"] for d in manifest["data"]} == {
+        "train",
+        "validation",
+        "outliers",
+    }  # trained with --outlier-exposure
     assert manifest["hyperparameters"]["freeze_layers"] == -1  # as given on the command line
 
 
@@ -109,10 +140,27 @@ def test_intent_training_exposes_outliers_and_reports_out_of_scope_confidence(tr
 
 def test_evaluate_json(trained, tmp_path, capsys):
     labels = json.loads((trained / "manifest.json").read_text())["labels"]
-    data = _csv(tmp_path / "eval.csv", [("cancel my order", labels[0]), ("refund please", labels[1]),
-                                       ("talk to a human", labels[0])])
-    code = main(["evaluate", "intent", "--model", str(trained), "--data", str(data), "--text-column", "message",
-                 "--label-column", "gold", "--json", "--report", str(tmp_path / "report")])
+    data = _csv(
+        tmp_path / "eval.csv",
+        [("cancel my order", labels[0]), ("refund please", labels[1]), ("talk to a human", labels[0])],
+    )
+    code = main(
+        [
+            "evaluate",
+            "intent",
+            "--model",
+            str(trained),
+            "--data",
+            str(data),
+            "--text-column",
+            "message",
+            "--label-column",
+            "gold",
+            "--json",
+            "--report",
+            str(tmp_path / "report"),
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert {"accuracy", "macro_f1", "per_class", "n", "ece"} <= set(result)
@@ -123,8 +171,21 @@ def test_evaluate_json(trained, tmp_path, capsys):
 
 def test_evaluate_unknown_labels(trained, tmp_path, capsys):
     data = _csv(tmp_path / "bad.csv", [("hello", "not_an_intent"), ("bye", "also_unknown")])
-    code = main(["evaluate", "intent", "--model", str(trained), "--data", str(data), "--text-column", "message",
-                 "--label-column", "gold", "--json"])
+    code = main(
+        [
+            "evaluate",
+            "intent",
+            "--model",
+            str(trained),
+            "--data",
+            str(data),
+            "--text-column",
+            "message",
+            "--label-column",
+            "gold",
+            "--json",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "not_an_intent" in err and "also_unknown" in err
@@ -132,8 +193,23 @@ def test_evaluate_unknown_labels(trained, tmp_path, capsys):
 
 def test_evaluate_wrong_task(trained, tmp_path, capsys):
     data = _csv(tmp_path / "s.csv", [("hello", "neutral")])
-    assert main(["evaluate", "sentiment", "--model", str(trained), "--data", str(data), "--text-column", "message",
-                 "--label-column", "gold"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "sentiment",
+                "--model",
+                str(trained),
+                "--data",
+                str(data),
+                "--text-column",
+                "message",
+                "--label-column",
+                "gold",
+            ]
+        )
+        == 2
+    )
 
 
 def test_report_scores_the_third_release_and_leaves_out_what_the_model_saw(trained, sentiment_data, tmp_path):
@@ -155,18 +231,28 @@ def test_report_scores_the_third_release_and_leaves_out_what_the_model_saw(train
     (tmp_path / "artifacts" / "intent-8k").symlink_to(trained)
 
     lines = third_release_section(tmp_path / "artifacts", data, tmp_path / "tmp")
-    table = {tuple(c.strip() for c in line.split("|")[1:4]): [c.strip() for c in line.split("|")[4:-1]]
-             for line in lines if line.startswith("| `") or line.startswith("| TF-IDF")}
-    assert set(table) == {("`intent-8k`", "8k", "released"), ("`intent-8k`", "8k", "filled"),
-                          ("TF-IDF + LR", "8k", "released")}
+    table = {
+        tuple(c.strip() for c in line.split("|")[1:4]): [c.strip() for c in line.split("|")[4:-1]]
+        for line in lines
+        if line.startswith("| `") or line.startswith("| TF-IDF")
+    }
+    assert set(table) == {
+        ("`intent-8k`", "8k", "released"),
+        ("`intent-8k`", "8k", "filled"),
+        ("TF-IDF + LR", "8k", "released"),
+    }
     n_released = len(bitext.load_bitext_27k(data / bitext.BITEXT_27K_SAMPLE, fill=False))
     n_filled = len(bitext.load_bitext_27k(data / bitext.BITEXT_27K_SAMPLE, seed=0))
-    for key, n in ((("`intent-8k`", "8k", "released"), n_released), (("`intent-8k`", "8k", "filled"), n_filled),
-                   (("TF-IDF + LR", "8k", "released"), n_released)):
+    for key, n in (
+        (("`intent-8k`", "8k", "released"), n_released),
+        (("`intent-8k`", "8k", "filled"), n_filled),
+        (("TF-IDF + LR", "8k", "released"), n_released),
+    ):
         assert int(table[key][0]) == n
         assert int(table[key][-2]) == n - len(seen)  # the 8k texts are not unseen; the 4k5 ones are
-    scored = {name: (tmp_path / "tmp" / f"intent-27k-{name}-all-intent-8k.csv").read_text()
-              for name in ("released", "filled")}
+    scored = {
+        name: (tmp_path / "tmp" / f"intent-27k-{name}-all-intent-8k.csv").read_text() for name in ("released", "filled")
+    }
     assert "{{" in scored["released"] and "{{" not in scored["filled"]
 
 
@@ -182,17 +268,24 @@ def test_what_a_model_has_seen_follows_its_manifest(trained, sentiment_data, tmp
     (tmp_path / "both" / "manifest.json").write_text(json.dumps(manifest))
     train_on, trained_rows, built = seen_by(tmp_path / "both", sentiment_data)
     assert train_on == "both" and {x.source for x in trained_rows} == {"8k", "4k5", "4k5-slots"}
-    held = {x.text for x in built[len(trained_rows):]}
+    held = {x.text for x in built[len(trained_rows) :]}
     assert held and not held & {x.text for x in trained_rows}
 
 
 #: every file the sentiment mix and its validation sources read -> how many lines to keep (None: all)
 SENTIMENT_FILES = {
-    "goemotions/train.tsv": 400, "goemotions/test.tsv": 100, "goemotions/emotions.txt": None,
-    "goemotions/sentiment_dict.json": None, "sst5/train.txt": 200, "sst5/test.txt": 50,
+    "goemotions/train.tsv": 400,
+    "goemotions/test.tsv": 100,
+    "goemotions/emotions.txt": None,
+    "goemotions/sentiment_dict.json": None,
+    "sst5/train.txt": 200,
+    "sst5/test.txt": 50,
     "customer_reviews/custrev.txt": 200,
-    "tweeteval/val_text.txt": 60, "tweeteval/val_labels.txt": 60, "probe/customer_service_probe.csv": None,
-    "written/customer_service_messages.csv": 150, "probe/customer_service_holdout.csv": 80,
+    "tweeteval/val_text.txt": 60,
+    "tweeteval/val_labels.txt": 60,
+    "probe/customer_service_probe.csv": None,
+    "written/customer_service_messages.csv": 150,
+    "probe/customer_service_holdout.csv": 80,
     "out_of_scope/out_of_scope.csv": None,
 }
 
@@ -225,8 +318,24 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
 
     monkeypatch.setattr(sentiment, "train", spy)
     out = tmp_path / "sentiment"
-    argv = ["train", "sentiment", "--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--output",
-            str(out), "--epochs", "1", "--batch-size", "16", "--max-length", "32", "--seed", "1"]
+    argv = [
+        "train",
+        "sentiment",
+        "--base-model",
+        str(tiny_base),
+        "--data-dir",
+        str(sentiment_data),
+        "--output",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "32",
+        "--seed",
+        "1",
+    ]
     assert main(argv) == 0
     manifest = read_manifest(out)
     assert manifest.labels == ["negative", "neutral", "positive"] and manifest.temperature > 0
@@ -246,13 +355,33 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
     assert manifest.onnx is not None
     for source, check in manifest.onnx.accuracy_checks.items():
         assert check["n"] == manifest.metrics[source]["n"]
-    assert set(manifest.onnx.accuracy_checks) == {"cs-holdout", "tweeteval-val", "bitext-4k5", "goemotions-test", "probe"}
+    assert set(manifest.onnx.accuracy_checks) == {
+        "cs-holdout",
+        "tweeteval-val",
+        "bitext-4k5",
+        "goemotions-test",
+        "probe",
+    }
 
 
 def test_freezing_every_layer_is_a_usage_error(tiny_base, sentiment_data, tmp_path, capsys):
     out = tmp_path / "intent"
-    argv = ["train", "intent", "--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--output", str(out),
-            "--epochs", "1", "--train-on", "8k", "--freeze-layers", "1"]  # the tiny base has one layer
+    argv = [
+        "train",
+        "intent",
+        "--base-model",
+        str(tiny_base),
+        "--data-dir",
+        str(sentiment_data),
+        "--output",
+        str(out),
+        "--epochs",
+        "1",
+        "--train-on",
+        "8k",
+        "--freeze-layers",
+        "1",
+    ]  # the tiny base has one layer
     assert main(argv) == 2
     assert "would freeze all 1 encoder layers" in capsys.readouterr().err
     assert not out.exists()
@@ -260,20 +389,37 @@ def test_freezing_every_layer_is_a_usage_error(tiny_base, sentiment_data, tmp_pa
 
 
 def test_crossval_trains_one_model_per_fold_and_the_shipped_model_takes_its_temperature(
-        tiny_base, sentiment_data, tmp_path, monkeypatch, capsys):
+    tiny_base, sentiment_data, tmp_path, monkeypatch, capsys
+):
     """`triage crossval intent` writes the folds; `train --train-on all` with the same recipe stores their T."""
     from model.artifacts import read_manifest
     from training import intent
 
     out = tmp_path / "cv"
-    recipe = ["--base-model", str(tiny_base), "--data-dir", str(sentiment_data), "--epochs", "1", "--batch-size",
-              "16", "--max-length", "32", "--seed", "1", "--lr", "3e-3", "--freeze-layers", "-1"]
+    recipe = [
+        "--base-model",
+        str(tiny_base),
+        "--data-dir",
+        str(sentiment_data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "32",
+        "--seed",
+        "1",
+        "--lr",
+        "3e-3",
+        "--freeze-layers",
+        "-1",
+    ]
     assert main(["crossval", "intent", *recipe, "--hold-out", "8k", "27k", "4k5+27k", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "crossval.json").read_text())
     assert set(summary["folds"]) == {"8k", "27k", "4k5+27k"}
     assert summary["worst_fold"]["held_out"] in ("8k", "27k")
-    for name, fold in summary["folds"].items():
+    for fold in summary["folds"].values():
         assert fold["n"] > 50 and 0 <= fold["accuracy"] <= 1 and fold["temperature"] > 0
         assert set(fold["out_of_scope_confident"]) == {"written", "sentences"}
     assert summary["folds"]["8k"]["train_on"] == ["4k5", "27k"]
@@ -286,7 +432,10 @@ def test_crossval_trains_one_model_per_fold_and_the_shipped_model_takes_its_temp
     assert manifest.temperature == pytest.approx(summary["pooled_temperature"])
     assert "crossval" in manifest.metrics["calibration"]["temperature_source"]
     assert {Path(d.path).name for d in manifest.data if d.role == "train"} == {
-        Path(bitext.BITEXT_8K).name, Path(bitext.BITEXT_4K5).name, Path(bitext.BITEXT_27K_SAMPLE).name}
+        Path(bitext.BITEXT_8K).name,
+        Path(bitext.BITEXT_4K5).name,
+        Path(bitext.BITEXT_27K_SAMPLE).name,
+    }
     # another recipe was not cross-validated: its temperature is its own, and training says so
     other = tmp_path / "intent-other"
     assert main(["train", "intent", *recipe, "--label-smoothing", "0.05", "--output", str(other)]) == 0

@@ -45,12 +45,18 @@ def make_tokenizer() -> BertTokenizerFast:
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     return BertTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=32,
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=32,
     )
 
 
@@ -81,9 +87,15 @@ def build_artifact(directory: Path, task: str, seed: int = 0, onnx: bool = True)
     tokenizer = make_tokenizer()
     labels = list(INTENTS) if task == "intent" else list(SENTIMENT_LABELS)
     config = BertConfig(
-        vocab_size=len(vocabulary()), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        vocab_size=len(vocabulary()),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
     )
     network = BertForSequenceClassification(config)
     texts, targets = [], []
@@ -95,15 +107,18 @@ def build_artifact(directory: Path, task: str, seed: int = 0, onnx: bool = True)
     _train(network, tokenizer, texts, targets)
     network.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    write_manifest(directory, Manifest(
-        task=task,
-        version=f"{task}-tiny-test-{seed}",
-        base_model="tiny-bert (built in tests)",
-        labels=labels,
-        categories={intent: category for intent, (category, _) in INTENTS.items()} if task == "intent" else {},
-        max_length=32,
-        hyperparameters={"steps": 80, "seed": seed},
-    ))
+    write_manifest(
+        directory,
+        Manifest(
+            task=task,
+            version=f"{task}-tiny-test-{seed}",
+            base_model="tiny-bert (built in tests)",
+            labels=labels,
+            categories={intent: category for intent, (category, _) in INTENTS.items()} if task == "intent" else {},
+            max_length=32,
+            hyperparameters={"steps": 80, "seed": seed},
+        ),
+    )
     if onnx:
         from training.onnx_export import export_onnx
 

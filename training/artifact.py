@@ -33,7 +33,8 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
     The export (what CPU inference runs, see :mod:`model.onnx`) is checked against the trained network on
     ``probe_texts`` (held-out texts) and must keep the float32 network's accuracy on ``checks`` (labelled
     validation sets, :class:`training.onnx_export.AccuracyCheck`). If it cannot be made (onnx/onnxruntime missing, or
-    it disagrees with the network) the artifact is saved without it and runs on torch. The manifest is written once, export
+    it disagrees with the network) the artifact is saved without it and runs on torch. The manifest is written once,
+    export
     included, so a service hot-reloading this directory loads the new version with its export.
     """
     directory = Path(directory)
@@ -48,21 +49,26 @@ def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, prob
         from model.onnx import PROBE_TEXTS
         from training.onnx_export import build_onnx
 
-        export = build_onnx(directory, manifest_fields.get("max_length", 128), list(probe_texts or ()) or PROBE_TEXTS,
-                            checks)
+        export = build_onnx(
+            directory, manifest_fields.get("max_length", 128), list(probe_texts or ()) or PROBE_TEXTS, checks
+        )
     except ImportError as exc:
         print(f"{task}: no ONNX export ({exc.name or exc} not installed); the model runs on torch")
     except Exception as exc:  # the artifact is still good: it runs on torch
         print(f"{task}: no ONNX export ({type(exc).__name__}: {exc}); the model runs on torch")
     else:
-        print(f"{task}: int8 ONNX export agrees with the trained network on {export.probe_agreement:.1%} of "
-              f"{export.probe_texts} held-out texts (max logit difference {export.probe_max_abs_logit_diff:.3f}); "
-              f"feed-forward MatMuls kept in float: {', '.join(export.float_matmuls) or 'none'}")
+        print(
+            f"{task}: int8 ONNX export agrees with the trained network on {export.probe_agreement:.1%} of "
+            f"{export.probe_texts} held-out texts (max logit difference {export.probe_max_abs_logit_diff:.3f}); "
+            f"feed-forward MatMuls kept in float: {', '.join(export.float_matmuls) or 'none'}"
+        )
         for refusal in export.refused:
             print(f"{task}: not kept: {refusal}")
         for name, check in export.accuracy_checks.items():
-            print(f"{task}: int8 accuracy on {name}: {check['int8']:.4f} (float32 {check['reference']:.4f}, "
-                  f"{check['change']:+.2f} points; macro-F1 {check['macro_f1_change']:+.2f})")
+            print(
+                f"{task}: int8 accuracy on {name}: {check['int8']:.4f} (float32 {check['reference']:.4f}, "
+                f"{check['change']:+.2f} points; macro-F1 {check['macro_f1_change']:+.2f})"
+            )
     manifest = Manifest(version=version, created_at=now, onnx=export, **manifest_fields)
     write_manifest(directory, manifest)
     return manifest

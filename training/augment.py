@@ -21,33 +21,122 @@ from dataclasses import asdict, dataclass
 from training.slots import SLOT_RE, slot_value
 
 #: words a typo must never touch: negations and the short words that carry an intent
-PROTECTED = frozenset({
-    "not", "no", "don't", "dont", "can't", "cant", "cannot", "won't", "never", "isn't", "doesn't", "didn't",
-    "without", "instead", "new", "old", "another", "other",
-})
-GREETINGS = ("hi", "hello", "hey", "hi there", "hello team", "good morning", "good evening", "dear support",
-             "excuse me", "um", "so", "ok so", "quick question", "sorry to bother you", "hey guys", "yo")
-SIGN_OFFS = ("thanks", "thank you", "thx", "ty", "please", "pls", "asap", "thanks in advance", "cheers",
-             "any help appreciated", "appreciate it", "thank you so much", "regards")
-POLITE = ("could you please help me", "would you mind helping me", "i would appreciate some help",
-          "please help", "kindly assist", "can someone help")
-CONTEXT = ("i'm writing from my phone", "this is my first time contacting you", "i have been a customer for years",
-           "i already looked on the website", "sorry for my english", "i'm in a bit of a hurry",
-           "i tried calling earlier", "my name is {name}")
+PROTECTED = frozenset(
+    {
+        "not",
+        "no",
+        "don't",
+        "dont",
+        "can't",
+        "cant",
+        "cannot",
+        "won't",
+        "never",
+        "isn't",
+        "doesn't",
+        "didn't",
+        "without",
+        "instead",
+        "new",
+        "old",
+        "another",
+        "other",
+    }
+)
+GREETINGS = (
+    "hi",
+    "hello",
+    "hey",
+    "hi there",
+    "hello team",
+    "good morning",
+    "good evening",
+    "dear support",
+    "excuse me",
+    "um",
+    "so",
+    "ok so",
+    "quick question",
+    "sorry to bother you",
+    "hey guys",
+    "yo",
+)
+SIGN_OFFS = (
+    "thanks",
+    "thank you",
+    "thx",
+    "ty",
+    "please",
+    "pls",
+    "asap",
+    "thanks in advance",
+    "cheers",
+    "any help appreciated",
+    "appreciate it",
+    "thank you so much",
+    "regards",
+)
+POLITE = (
+    "could you please help me",
+    "would you mind helping me",
+    "i would appreciate some help",
+    "please help",
+    "kindly assist",
+    "can someone help",
+)
+CONTEXT = (
+    "i'm writing from my phone",
+    "this is my first time contacting you",
+    "i have been a customer for years",
+    "i already looked on the website",
+    "sorry for my english",
+    "i'm in a bit of a hurry",
+    "i tried calling earlier",
+    "my name is {name}",
+)
 #: references to an order, a purchase or an account: present in requests of many intents
-REFERENCES = ("for order {order}", "order {order}", "my order number is {order}", "ref {order}",
-              "(order {order})", "for my purchase", "for my last order", "on my account",
-              "my account is {email}", "for the item i bought", "it's about order {order}")
+REFERENCES = (
+    "for order {order}",
+    "order {order}",
+    "my order number is {order}",
+    "ref {order}",
+    "(order {order})",
+    "for my purchase",
+    "for my last order",
+    "on my account",
+    "my account is {email}",
+    "for the item i bought",
+    "it's about order {order}",
+)
 #: request openers a terse writer leaves out ("i want to cancel my order" -> "cancel my order")
 OPENERS = re.compile(
     r"^(?:(?:hi|hello|hey)[,!. ]+)?(?:i (?:want|need|would like|wanna|'d like|d like|have) to|"
     r"i'm trying to|i am trying to|can you help me(?: to)?|could you help me(?: to)?|help me(?: to)?|"
-    r"can you|could you|would you|please|i'd like to)\s+", re.IGNORECASE)
-NAMES = ("Priya", "Kenji", "Amara", "Lars", "Sofia Rossi", "Diego Alvarez", "Mei Lin", "Noah Becker",
-         "Chloe Martin", "Tariq Aziz", "Ines Duarte", "Pavel Novak", "Grace O'Neill", "Hana Sato")
+    r"can you|could you|would you|please|i'd like to)\s+",
+    re.IGNORECASE,
+)
+NAMES = (
+    "Priya",
+    "Kenji",
+    "Amara",
+    "Lars",
+    "Sofia Rossi",
+    "Diego Alvarez",
+    "Mei Lin",
+    "Noah Becker",
+    "Chloe Martin",
+    "Tariq Aziz",
+    "Ines Duarte",
+    "Pavel Novak",
+    "Grace O'Neill",
+    "Hana Sato",
+)
 #: each letter's right-hand neighbour on a QWERTY keyboard (the last of a row: its left-hand one)
-KEYBOARD = {row[i]: row[i + 1] if i + 1 < len(row) else row[i - 1]
-            for row in ("qwertyuiop", "asdfghjkl", "zxcvbnm") for i in range(len(row))}
+KEYBOARD = {
+    row[i]: row[i + 1] if i + 1 < len(row) else row[i - 1]
+    for row in ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+    for i in range(len(row))
+}
 _WORD = re.compile(r"[A-Za-z']+")
 _NUMBER = re.compile(r"(?<![A-Za-z])#?\d{3,}(?![A-Za-z])")
 
@@ -95,14 +184,14 @@ def typo(text: str, rng: random.Random) -> str:
     w, i = m.group(), rng.randrange(1, len(m.group()) - 1)
     kind = rng.randrange(4)
     if kind == 0:
-        new = w[:i] + w[i + 1] + w[i] + w[i + 2:]
+        new = w[:i] + w[i + 1] + w[i] + w[i + 2 :]
     elif kind == 1:
-        new = w[:i] + w[i + 1:]
+        new = w[:i] + w[i + 1 :]
     elif kind == 2:
         new = w[:i] + w[i] + w[i:]
     else:
-        new = w[:i] + KEYBOARD.get(w[i].lower(), w[i]) + w[i + 1:]
-    return text[: m.start()] + new + text[m.end():]
+        new = w[:i] + KEYBOARD.get(w[i].lower(), w[i]) + w[i + 1 :]
+    return text[: m.start()] + new + text[m.end() :]
 
 
 def casing(text: str, rng: random.Random) -> str:
@@ -135,7 +224,8 @@ def numbers(text: str, rng: random.Random) -> str:
 
 
 def slots(text: str, rng: random.Random) -> str:
-    """``{{Slot}}`` placeholders filled with fresh values (the rest of the time they stay, as the 27K release writes)."""
+    """``{{Slot}}`` placeholders filled with fresh values (otherwise they stay, as the 27K release writes them)."""
+
     def value(match: re.Match) -> str:
         name = match.group(1).lower()
         if "name" in name and "first" not in name and "last" not in name:
@@ -143,6 +233,7 @@ def slots(text: str, rng: random.Random) -> str:
         if "number" in name or name.endswith(" id"):
             return _number(rng, order="order" in name)
         return slot_value(match.group(1), rng)
+
     return SLOT_RE.sub(value, text)
 
 

@@ -65,26 +65,35 @@ def make_folds(data_dir: Path, held_out: tuple[str, ...] = FOLD_RELEASES) -> lis
         parts = name.split("+")
         if not set(parts) <= set(FOLD_RELEASES) or len(set(parts)) == len(FOLD_RELEASES):
             raise ValueError(f"cannot hold out {name!r}: hold out one or two of {list(FOLD_RELEASES)}, joined by '+'")
-        train = bitext.dedupe(x for other in FOLD_RELEASES if other not in parts
-                              for x in load_fold_release(data_dir, other, for_training=True))
-        test = without_templates(bitext.dedupe(x for part in parts
-                                               for x in load_fold_release(data_dir, part, for_training=False)),
-                                 train, slotted)  # a text the training set has shares its template too
+        train = bitext.dedupe(
+            x
+            for other in FOLD_RELEASES
+            if other not in parts
+            for x in load_fold_release(data_dir, other, for_training=True)
+        )
+        test = without_templates(
+            bitext.dedupe(x for part in parts for x in load_fold_release(data_dir, part, for_training=False)),
+            train,
+            slotted,
+        )  # a text the training set has shares its template too
         rng = random.Random(0)
-        test = [x if not has_slots(x.text) else replace(x, text=fill_slots(x.text, rng))
-                for x in test]
+        test = [x if not has_slots(x.text) else replace(x, text=fill_slots(x.text, rng)) for x in test]
         folds.append(Fold(name, train, bitext.without_texts(test, train)))
     return folds
 
 
-def without_templates(test: list[bitext.Inquiry], train: list[bitext.Inquiry],
-                      slotted: dict[str, str]) -> list[bitext.Inquiry]:
+def without_templates(
+    test: list[bitext.Inquiry], train: list[bitext.Inquiry], slotted: dict[str, str]
+) -> list[bitext.Inquiry]:
     """``test`` minus texts written from a template the training set also has: the same words with another
     order number, amount or ``{{Slot}}`` (the releases are generated from templates, and one release's
     "{{Order Number}}" is another's "00004587345"); ``slotted`` maps 4k5 texts to their slotted template."""
     seen = {bitext.template_key(x.text) for x in train}
-    return [x for x in test if bitext.template_key(x.text) not in seen
-            and slotted.get(bitext.normalise_key(x.text)) not in seen]
+    return [
+        x
+        for x in test
+        if bitext.template_key(x.text) not in seen and slotted.get(bitext.normalise_key(x.text)) not in seen
+    ]
 
 
 def fold_scores(logits: np.ndarray, gold: np.ndarray, labels: list[str], temperature: float) -> dict:
@@ -95,17 +104,23 @@ def fold_scores(logits: np.ndarray, gold: np.ndarray, labels: list[str], tempera
     m = classification_metrics(probs, gold, labels)
     f1 = {name: row["f1"] for name, row in m["per_class"].items() if row["support"]}
     worst = min(f1, key=f1.get)
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"],
-            "ece_uncalibrated": round(expected_calibration_error(softmax(logits), gold), 4),
-            "ece": m["ece"], "temperature": round(temperature, 4),
-            "abstain_share": round(float((probs.max(axis=1) < ABSTAIN_THRESHOLD).mean()), 4),
-            "worst_intent": {"intent": worst, "f1": f1[worst]},
-            "per_class": m["per_class"],
-            "top_confusions": worst_confusions(confusion(probs, gold, len(labels)), labels)}
+    return {
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "n": m["n"],
+        "ece_uncalibrated": round(expected_calibration_error(softmax(logits), gold), 4),
+        "ece": m["ece"],
+        "temperature": round(temperature, 4),
+        "abstain_share": round(float((probs.max(axis=1) < ABSTAIN_THRESHOLD).mean()), 4),
+        "worst_intent": {"intent": worst, "f1": f1[worst]},
+        "per_class": m["per_class"],
+        "top_confusions": worst_confusions(confusion(probs, gold, len(labels)), labels),
+    }
 
 
-def summarise(results: dict[str, dict], logits: dict[str, np.ndarray], gold: dict[str, np.ndarray],
-              labels: list[str]) -> dict:
+def summarise(
+    results: dict[str, dict], logits: dict[str, np.ndarray], gold: dict[str, np.ndarray], labels: list[str]
+) -> dict:
     """Per fold: scores at a temperature fitted on the other folds that score none of its releases; the worst
     leave-one-out fold; and the temperature pooled over every fold, the one a model trained on all releases
     stores. A fold holding out two releases is scored and pools into the temperature, but chooses nothing."""
@@ -114,23 +129,40 @@ def summarise(results: dict[str, dict], logits: dict[str, np.ndarray], gold: dic
     for name in results:
         mine = set(name.split("+"))
         others = [n for n in results if n != name and not mine & set(n.split("+"))]
-        t = fit_temperature(np.concatenate([logits[n] for n in others]),
-                            np.concatenate([gold[n] for n in others])) if others else 1.0
+        t = (
+            fit_temperature(np.concatenate([logits[n] for n in others]), np.concatenate([gold[n] for n in others]))
+            if others
+            else 1.0
+        )
         folds[name] = results[name] | fold_scores(logits[name], gold[name], labels, t)
     names = list(results)
-    out: dict = {"folds": folds,
-                 "pooled_temperature": round(fit_temperature(np.concatenate([logits[n] for n in names]),
-                                                             np.concatenate([gold[n] for n in names])), 4)}
+    out: dict = {
+        "folds": folds,
+        "pooled_temperature": round(
+            fit_temperature(np.concatenate([logits[n] for n in names]), np.concatenate([gold[n] for n in names])), 4
+        ),
+    }
     if loro:
         worst = min(loro, key=lambda n: folds[n]["accuracy"])
-        out |= {"worst_fold": {"held_out": worst, "accuracy": folds[worst]["accuracy"],
-                               "macro_f1": folds[worst]["macro_f1"]},
-                "mean_accuracy": round(float(np.mean([folds[n]["accuracy"] for n in loro])), 4)}
+        out |= {
+            "worst_fold": {
+                "held_out": worst,
+                "accuracy": folds[worst]["accuracy"],
+                "macro_f1": folds[worst]["macro_f1"],
+            },
+            "mean_accuracy": round(float(np.mean([folds[n]["accuracy"] for n in loro])), 4),
+        }
     return out
 
 
-def run_crossval(data_dir: Path, base_model: str, recipe, held_out: tuple[str, ...] = FOLD_RELEASES,
-                 out_dir: Path | None = None, out_of_scope: dict[str, list[str]] | None = None) -> dict:
+def run_crossval(
+    data_dir: Path,
+    base_model: str,
+    recipe,
+    held_out: tuple[str, ...] = FOLD_RELEASES,
+    out_dir: Path | None = None,
+    out_of_scope: dict[str, list[str]] | None = None,
+) -> dict:
     """Train ``recipe`` once per fold, score each held-out release; returns (and writes) the summary.
 
     ``out_of_scope``: named sets of texts that are no inquiry; each fold reports the share of them a bot would
@@ -143,22 +175,30 @@ def run_crossval(data_dir: Path, base_model: str, recipe, held_out: tuple[str, .
     label_id = {label: i for i, label in enumerate(labels)}
     results, logits, gold, scope, gated = {}, {}, {}, {}, {}
     for fold in folds:
-        print(f"crossval: fold {fold.held_out}: train on {' + '.join(fold.train_on)} ({len(fold.train)} texts), "
-              f"score {fold.held_out} ({len(fold.test)} unseen texts)")
-        model, tokenizer, device, stats = fit_intent(data_dir, fold.train, labels, base_model, recipe,
-                                                     desc=f"fold {fold.held_out}")
-        logits[fold.held_out] = predict_logits(model, tokenizer, [x.text for x in fold.test], device,
-                                               recipe.config.max_length)
+        print(
+            f"crossval: fold {fold.held_out}: train on {' + '.join(fold.train_on)} ({len(fold.train)} texts), "
+            f"score {fold.held_out} ({len(fold.test)} unseen texts)"
+        )
+        model, tokenizer, device, stats = fit_intent(
+            data_dir, fold.train, labels, base_model, recipe, desc=f"fold {fold.held_out}"
+        )
+        logits[fold.held_out] = predict_logits(
+            model, tokenizer, [x.text for x in fold.test], device, recipe.config.max_length
+        )
         gold[fold.held_out] = np.array([label_id[x.intent] for x in fold.test])
         gate = ScopeGate.for_tokenizer(tokenizer)
         for set_name, texts in (out_of_scope or {}).items():
-            scope[f"{fold.held_out}/{set_name}"] = predict_logits(model, tokenizer, texts, device,
-                                                                  recipe.config.max_length)
+            scope[f"{fold.held_out}/{set_name}"] = predict_logits(
+                model, tokenizer, texts, device, recipe.config.max_length
+            )
             gated[f"{fold.held_out}/{set_name}"] = np.array([gate.reason(t) is not None for t in texts])
         acc = float((logits[fold.held_out].argmax(1) == gold[fold.held_out]).mean())
         print(f"crossval: fold {fold.held_out}: accuracy {acc:.4f}")
-        results[fold.held_out] = {"train_on": fold.train_on, "n_train": len(fold.train),
-                                  "train_seconds": stats["train_seconds"]}
+        results[fold.held_out] = {
+            "train_on": fold.train_on,
+            "n_train": len(fold.train),
+            "train_seconds": stats["train_seconds"],
+        }
     summary = summarise(results, logits, gold, labels) | {"recipe": recipe.as_dict(), "base_model": base_model}
     for key, z in scope.items():  # answered by a bot: confident, and not marked out of scope by the rules
         name, set_name = key.split("/")
@@ -169,29 +209,39 @@ def run_crossval(data_dir: Path, base_model: str, recipe, held_out: tuple[str, .
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "crossval.json").write_text(json.dumps(summary, indent=1) + "\n")
-        np.savez_compressed(out_dir / "crossval-logits.npz", labels=np.array(labels),
-                            **{f"logits_{k}": v for k, v in logits.items()}, **{f"gold_{k}": v for k, v in gold.items()},
-                            **{f"scope_{k.replace('/', '_')}": v for k, v in scope.items()})
+        np.savez_compressed(
+            out_dir / "crossval-logits.npz",
+            labels=np.array(labels),
+            **{f"logits_{k}": v for k, v in logits.items()},
+            **{f"gold_{k}": v for k, v in gold.items()},
+            **{f"scope_{k.replace('/', '_')}": v for k, v in scope.items()},
+        )
         (out_dir / "crossval.md").write_text(markdown(summary) + "\n\n" + markdown_detail(summary) + "\n")
     return summary
 
 
 def markdown(summary: dict) -> str:
     scope_sets = sorted({k for f in summary["folds"].values() for k in f.get("out_of_scope_confident", {})})
-    lines = ["| held out | trained on | n | accuracy | macro-F1 | worst intent (F1) | ECE raw → calibrated | T | "
-             "in-scope abstain |" + "".join(f" out-of-scope answered: {k} |" for k in scope_sets),
-             "|---|---|---:|---:|---:|---|---|---:|---:|" + "---:|" * len(scope_sets)]
+    lines = [
+        "| held out | trained on | n | accuracy | macro-F1 | worst intent (F1) | ECE raw → calibrated | T | "
+        "in-scope abstain |" + "".join(f" out-of-scope answered: {k} |" for k in scope_sets),
+        "|---|---|---:|---:|---:|---|---|---:|---:|" + "---:|" * len(scope_sets),
+    ]
     for name, f in summary["folds"].items():
         answered = f.get("out_of_scope_confident", {})
-        lines.append(f"| {name} | {' + '.join(f['train_on'])} | {f['n']} | {f['accuracy']:.4f} | {f['macro_f1']:.4f} | "
-                     f"{f['worst_intent']['intent']} ({f['worst_intent']['f1']:.3f}) | "
-                     f"{f['ece_uncalibrated']:.3f} → {f['ece']:.3f} | {f['temperature']:.2f} | "
-                     f"{f['abstain_share']:.1%} |" + "".join(f" {answered.get(k, 0):.1%} |" for k in scope_sets))
+        lines.append(
+            f"| {name} | {' + '.join(f['train_on'])} | {f['n']} | {f['accuracy']:.4f} | {f['macro_f1']:.4f} | "
+            f"{f['worst_intent']['intent']} ({f['worst_intent']['f1']:.3f}) | "
+            f"{f['ece_uncalibrated']:.3f} → {f['ece']:.3f} | {f['temperature']:.2f} | "
+            f"{f['abstain_share']:.1%} |" + "".join(f" {answered.get(k, 0):.1%} |" for k in scope_sets)
+        )
     lines.append("")
     if "worst_fold" in summary:
         w = summary["worst_fold"]
-        lines.append(f"Worst leave-one-release-out fold: **{w['held_out']}** at accuracy {w['accuracy']:.4f} "
-                     f"(macro-F1 {w['macro_f1']:.4f}); mean {summary['mean_accuracy']:.4f}. ")
+        lines.append(
+            f"Worst leave-one-release-out fold: **{w['held_out']}** at accuracy {w['accuracy']:.4f} "
+            f"(macro-F1 {w['macro_f1']:.4f}); mean {summary['mean_accuracy']:.4f}. "
+        )
     lines[-1] += f"Temperature pooled over every fold: {summary['pooled_temperature']:.3f}."
     return "\n".join(lines)
 

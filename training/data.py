@@ -41,8 +41,9 @@ class Inquiry:
 T = TypeVar("T")
 
 
-def stratified_holdout(items: Sequence[T], share: float, seed: int,
-                       key: Callable[[T], Hashable]) -> tuple[list[T], list[T]]:
+def stratified_holdout(
+    items: Sequence[T], share: float, seed: int, key: Callable[[T], Hashable]
+) -> tuple[list[T], list[T]]:
     """Split off ``share`` of each ``key`` group (seeded, at least one item per group): (kept, held out).
 
     The held-out part fits the calibration temperature only; it is never trained on.

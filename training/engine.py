@@ -86,7 +86,7 @@ def collate(ids: list[list[int]], index: Sequence[int], pad_id: int) -> dict[str
 def make_optimizer(model, config: TrainConfig, total_steps: int):
     """AdamW (no decay on biases/LayerNorm) with linear warmup then linear decay."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:  # frozen weights (TrainConfig.freeze_layers) are neither updated nor decayed
             (no_decay if param.ndim < 2 else decay).append(param)
     optimizer = torch.optim.AdamW(
@@ -153,8 +153,10 @@ def train(
                     break
                 rows = [ids[i] for i in index]
                 extra = exposure.rows(max(len(r) for r in rows)) if exposure is not None else []
-                batch = {k: v.to(device.device) for k, v in
-                         collate(rows + extra, range(len(rows) + len(extra)), tokenizer.pad_token_id).items()}
+                batch = {
+                    k: v.to(device.device)
+                    for k, v in collate(rows + extra, range(len(rows) + len(extra)), tokenizer.pad_token_id).items()
+                }
                 with autocast_for(device.device, device.autocast_dtype):
                     logits = model(**batch).logits.float()
                 loss = loss_fn(logits[: len(rows)], target[index].to(device.device))
@@ -170,7 +172,11 @@ def train(
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
     model.eval()
-    return {"steps": total, "train_seconds": round(time.perf_counter() - started, 1), "final_loss": float(np.mean(losses[-50:]))}
+    return {
+        "steps": total,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "final_loss": float(np.mean(losses[-50:])),
+    }
 
 
 @dataclass(frozen=True)
@@ -200,8 +206,9 @@ class _Outliers:
         while len(self.order) < self.settings.batch:
             self.order += self.rng.permutation(len(self.ids)).tolist()
         index, self.order = self.order[: self.settings.batch], self.order[self.settings.batch :]
-        return [self.ids[i] if len(self.ids[i]) <= width else self.ids[i][: width - 1] + self.ids[i][-1:]
-                for i in index]
+        return [
+            self.ids[i] if len(self.ids[i]) <= width else self.ids[i][: width - 1] + self.ids[i][-1:] for i in index
+        ]
 
     def loss(self, logits: torch.Tensor) -> torch.Tensor:
         # cross-entropy to the uniform distribution: logsumexp(z) - mean(z), averaged over the outliers
@@ -209,7 +216,9 @@ class _Outliers:
 
 
 @torch.inference_mode()
-def predict_logits(model, tokenizer, texts: Sequence[str], device, max_length: int, batch_size: int = 128) -> np.ndarray:
+def predict_logits(
+    model, tokenizer, texts: Sequence[str], device, max_length: int, batch_size: int = 128
+) -> np.ndarray:
     """Raw logits (float32) in input order, batched by length."""
     model.to(device.device).eval()
     ids = encode(tokenizer, texts, max_length)

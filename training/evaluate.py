@@ -38,8 +38,9 @@ def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise EvaluationError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}, line {line}); "
-                              "save it as UTF-8") from exc
+        raise EvaluationError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}, line {line}); save it as UTF-8"
+        ) from exc
     rows = []
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -47,8 +48,10 @@ def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[
             raise EvaluationError(f"{path} is empty: expected a header row and labelled rows")
         missing = [c for c in (text_column, label_column) if c not in reader.fieldnames]
         if missing:
-            raise EvaluationError(f"{path}: missing column(s) {missing}; columns are {reader.fieldnames} "
-                                  "(--text-column and --label-column name them)")
+            raise EvaluationError(
+                f"{path}: missing column(s) {missing}; columns are {reader.fieldnames} "
+                "(--text-column and --label-column name them)"
+            )
         twice = sorted({c for c in (text_column, label_column) if reader.fieldnames.count(c) > 1})
         if twice:
             raise EvaluationError(f"{path}: column(s) {twice} appear more than once in the header")
@@ -56,8 +59,10 @@ def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[
         for row in reader:
             if None in row or row[text_column] is None or row[label_column] is None:
                 fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or ())
-                raise EvaluationError(f"{path}, line {first_line}: {fields} field{'s' * (fields != 1)} where the "
-                                      f"header has {len(reader.fieldnames)} (a missing comma or an unclosed quote?)")
+                raise EvaluationError(
+                    f"{path}, line {first_line}: {fields} field{'s' * (fields != 1)} where the "
+                    f"header has {len(reader.fieldnames)} (a missing comma or an unclosed quote?)"
+                )
             rows.append((row[text_column], row[label_column].strip()))
             first_line = reader.line_num + 1
     except csv.Error as exc:
@@ -86,8 +91,10 @@ def load_classifier(model_dir: Path, task: str, backend: str = "auto"):
     except ArtifactError as exc:
         raise EvaluationError(str(exc)) from exc
     if classifier.manifest.task != task:
-        raise EvaluationError(f"{model_dir} holds the {classifier.manifest.task} model; "
-                              f"score it with `triage evaluate {classifier.manifest.task}`")
+        raise EvaluationError(
+            f"{model_dir} holds the {classifier.manifest.task} model; "
+            f"score it with `triage evaluate {classifier.manifest.task}`"
+        )
     return classifier
 
 
@@ -105,8 +112,15 @@ def score(classifier, texts: Sequence[str], labels: Sequence[str], batch_size: i
     return Scored(known, probs, gold, classification_metrics(probs, gold, known), tuple(texts))
 
 
-def evaluate_csv(task: str, model_dir: Path, csv_path: Path, text_column: str, label_column: str,
-                 batch_size: int | None = None, backend: str = "auto") -> Scored:
+def evaluate_csv(
+    task: str,
+    model_dir: Path,
+    csv_path: Path,
+    text_column: str,
+    label_column: str,
+    batch_size: int | None = None,
+    backend: str = "auto",
+) -> Scored:
     texts, labels = read_labelled_csv(csv_path, text_column, label_column)
     classifier = load_classifier(model_dir, task, backend)
     gold_ids(labels, classifier.labels)  # fail before running the model

@@ -27,8 +27,16 @@ from training.paths import REPORTS_DIR
 
 # chosen by the worst leave-one-release-out fold (`triage crossval intent`, docs/model-card.md): every layer
 # fine-tuned at a constant rate for two epochs on label-preserving variants, targets smoothed by 0.1
-INTENT_DEFAULTS = TrainConfig(epochs=2.0, lr=1e-4, batch_size=32, max_length=64, seed=13, freeze_layers=-1,
-                              label_smoothing=0.1, schedule="constant")
+INTENT_DEFAULTS = TrainConfig(
+    epochs=2.0,
+    lr=1e-4,
+    batch_size=32,
+    max_length=64,
+    seed=13,
+    freeze_layers=-1,
+    label_smoothing=0.1,
+    schedule="constant",
+)
 
 #: what ``triage crossval intent`` writes by default; the shipped model takes its temperature from it
 CROSSVAL_REPORT = REPORTS_DIR / "crossval" / "crossval.json"
@@ -52,8 +60,10 @@ def outlier_texts(data_dir: Path, rows: int, seed: int) -> tuple[list[str], list
     """``rows`` texts drawn (seeded) from GoEmotions train and SST-5 train, with their data files."""
     pool = _sentences(data_dir, "train")
     texts = random.Random(seed).sample(pool, min(rows, len(pool)))
-    files = [data_file(Path(data_dir) / "goemotions" / "train.tsv", None, "outliers"),
-             data_file(Path(data_dir) / "sst5" / "train.txt", None, "outliers")]
+    files = [
+        data_file(Path(data_dir) / "goemotions" / "train.tsv", None, "outliers"),
+        data_file(Path(data_dir) / "sst5" / "train.txt", None, "outliers"),
+    ]
     return texts, files
 
 
@@ -90,9 +100,11 @@ class IntentRecipe:
     outlier_exposure: bool = False
 
     def as_dict(self) -> dict:
-        return {**self.config.as_dict(),
-                "augmentation": self.augmentation.as_dict() if self.augmentation else None,
-                "outlier_exposure": self.outlier_exposure}
+        return {
+            **self.config.as_dict(),
+            "augmentation": self.augmentation.as_dict() if self.augmentation else None,
+            "outlier_exposure": self.outlier_exposure,
+        }
 
 
 def default_augmentation() -> Augmentation:
@@ -104,8 +116,14 @@ def default_recipe() -> IntentRecipe:
     return IntentRecipe(INTENT_DEFAULTS, default_augmentation(), outlier_exposure=True)
 
 
-def fit_intent(data_dir: Path, items: list[bitext.Inquiry], labels: list[str], base_model: str,
-               recipe: IntentRecipe, desc: str = "intent"):
+def fit_intent(
+    data_dir: Path,
+    items: list[bitext.Inquiry],
+    labels: list[str],
+    base_model: str,
+    recipe: IntentRecipe,
+    desc: str = "intent",
+):
     """Fine-tune ``base_model`` on ``items`` with ``recipe``: (model, tokenizer, device, stats)."""
     outliers = outlier_texts(data_dir, OUTLIER_ROWS, recipe.config.seed)[0] if recipe.outlier_exposure else []
     label_id = {label: i for i, label in enumerate(labels)}
@@ -118,8 +136,19 @@ def fit_intent(data_dir: Path, items: list[bitext.Inquiry], labels: list[str], b
 
         def variant(text: str, rng: random.Random) -> str:
             return augment(text, rng, config)
-    stats = train(model, tokenizer, [x.text for x in items], [label_id[x.intent] for x in items],
-                  recipe.config, device, desc=desc, outliers=outliers, outlier=OutlierExposure(), augment=variant)
+
+    stats = train(
+        model,
+        tokenizer,
+        [x.text for x in items],
+        [label_id[x.intent] for x in items],
+        recipe.config,
+        device,
+        desc=desc,
+        outliers=outliers,
+        outlier=OutlierExposure(),
+        augment=variant,
+    )
     return model, tokenizer, device, stats
 
 
@@ -157,7 +186,10 @@ def make_split(data_dir: Path, train_on: str, slot_augment: bool, seed: int) -> 
     train_rows = releases[train_on]
     plain_other = bitext.load_release(data_dir, other, slot_augment=False)
     held = bitext.without_texts(plain_other, train_rows)
-    files = [data_file(paths[train_on], _file_rows(train_rows), "train"), data_file(paths[other], len(held), "validation")]
+    files = [
+        data_file(paths[train_on], _file_rows(train_rows), "train"),
+        data_file(paths[other], len(held), "validation"),
+    ]
     return IntentSplit(train_rows, held, "validation", files)
 
 
@@ -193,8 +225,10 @@ def train_intent(
     categories = bitext.category_map(split.train + split.held_out)
     labels = sorted(categories)
     label_id = {label: i for i, label in enumerate(labels)}
-    print(f"intent: {len(split.train)} training texts, {len(split.held_out)} {split.held_out_role} texts, "
-          f"{len(labels)} intents, device {pick_device().description}")
+    print(
+        f"intent: {len(split.train)} training texts, {len(split.held_out)} {split.held_out_role} texts, "
+        f"{len(labels)} intents, device {pick_device().description}"
+    )
     if recipe.outlier_exposure:
         print(f"intent: outlier exposure on {OUTLIER_ROWS} texts that are not inquiries (GoEmotions, SST-5)")
     model, tokenizer, device, stats = fit_intent(data_dir, split.train, labels, base_model, recipe)
@@ -206,9 +240,11 @@ def train_intent(
         if cross is not None:
             temperature, source = cross, "pooled over the held-out releases of triage crossval (reports/crossval)"
         else:
-            print("intent: no cross-validation of this recipe in reports/crossval: the temperature is fitted on "
-                  "texts like the training texts, so the model will be over-confident on unseen wording "
-                  "(run `triage crossval intent` with the same options, then train again)")
+            print(
+                "intent: no cross-validation of this recipe in reports/crossval: the temperature is fitted on "
+                "texts like the training texts, so the model will be over-confident on unseen wording "
+                "(run `triage crossval intent` with the same options, then train again)"
+            )
     held_probs = softmax(logits, temperature)
     held_metrics = classification_metrics(held_probs, gold, labels)
     scope_texts = out_of_scope_texts(data_dir)
@@ -217,23 +253,46 @@ def train_intent(
         split.held_out_role: summary(held_metrics),
         f"{split.held_out_role}_per_class": held_metrics["per_class"],
         "calibration": calibration_report(logits, gold, temperature) | {"temperature_source": source},
-        "out_of_scope": {"sources": list(OUT_OF_SCOPE_SOURCES), "n": len(scope_texts), "threshold": ABSTAIN_THRESHOLD,
-                         "confident_share": confident_share(scope_probs),
-                         f"{split.held_out_role}_confident_share": confident_share(held_probs)},
+        "out_of_scope": {
+            "sources": list(OUT_OF_SCOPE_SOURCES),
+            "n": len(scope_texts),
+            "threshold": ABSTAIN_THRESHOLD,
+            "confident_share": confident_share(scope_probs),
+            f"{split.held_out_role}_confident_share": confident_share(held_probs),
+        },
         "training": stats | {"device": device.description},
     }
-    hparams = recipe.as_dict() | {"train_on": train_on, "slot_augment": slot_augment,
-                                  "outlier_exposure": (OutlierExposure().as_dict() | {"rows": OUTLIER_ROWS}
-                                                       if recipe.outlier_exposure else None)}
-    manifest = save_artifact(output, model, tokenizer, {
-        "task": "intent", "base_model": base_model, "labels": labels, "categories": categories,
-        "temperature": temperature, "max_length": config.max_length, "data": split.files + outlier_files,
-        "hyperparameters": hparams, "metrics": metrics,
-    }, probe_texts=random.Random(config.seed).sample([x.text for x in split.held_out], min(1000, len(split.held_out))),
-       checks=[AccuracyCheck(split.held_out_role, [x.text for x in split.held_out], gold)])
-    print(f"intent: {split.held_out_role} accuracy {held_metrics['accuracy']:.4f}, "
-          f"T={temperature:.3f} ({source}), saved {output} ({manifest.version})")
-    print(f"intent: confidence >= {ABSTAIN_THRESHOLD} on {metrics['out_of_scope']['confident_share']:.1%} of "
-          f"{len(scope_texts)} texts that are not inquiries, on "
-          f"{metrics['out_of_scope'][f'{split.held_out_role}_confident_share']:.1%} of the {split.held_out_role} inquiries")
+    hparams = recipe.as_dict() | {
+        "train_on": train_on,
+        "slot_augment": slot_augment,
+        "outlier_exposure": (OutlierExposure().as_dict() | {"rows": OUTLIER_ROWS} if recipe.outlier_exposure else None),
+    }
+    manifest = save_artifact(
+        output,
+        model,
+        tokenizer,
+        {
+            "task": "intent",
+            "base_model": base_model,
+            "labels": labels,
+            "categories": categories,
+            "temperature": temperature,
+            "max_length": config.max_length,
+            "data": split.files + outlier_files,
+            "hyperparameters": hparams,
+            "metrics": metrics,
+        },
+        probe_texts=random.Random(config.seed).sample([x.text for x in split.held_out], min(1000, len(split.held_out))),
+        checks=[AccuracyCheck(split.held_out_role, [x.text for x in split.held_out], gold)],
+    )
+    print(
+        f"intent: {split.held_out_role} accuracy {held_metrics['accuracy']:.4f}, "
+        f"T={temperature:.3f} ({source}), saved {output} ({manifest.version})"
+    )
+    print(
+        f"intent: confidence >= {ABSTAIN_THRESHOLD} on {metrics['out_of_scope']['confident_share']:.1%} of "
+        f"{len(scope_texts)} texts that are not inquiries, on "
+        f"{metrics['out_of_scope'][f'{split.held_out_role}_confident_share']:.1%} "
+        f"of the {split.held_out_role} inquiries"
+    )
     return manifest

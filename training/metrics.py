@@ -21,8 +21,12 @@ def classification_metrics(probs: np.ndarray, gold: np.ndarray, labels: Sequence
         "accuracy": round(float((pred == gold).mean()) if len(gold) else 0.0, 4),
         "macro_f1": round(float(f[present].mean()) if present.any() else 0.0, 4),
         "per_class": {
-            label: {"precision": round(float(p[i]), 4), "recall": round(float(r[i]), 4),
-                    "f1": round(float(f[i]), 4), "support": int(s[i])}
+            label: {
+                "precision": round(float(p[i]), 4),
+                "recall": round(float(r[i]), 4),
+                "f1": round(float(f[i]), 4),
+                "support": int(s[i]),
+            }
             for i, label in enumerate(labels)
         },
         "n": int(len(gold)),

@@ -49,12 +49,15 @@ def freeze_lower_layers(model, layers: int) -> int:
         return 0
     embeddings = getattr(model.base_model, "embeddings", None)
     if embeddings is None:
-        raise FreezeError(f"cannot find the embeddings of {type(model.base_model).__name__} to freeze: "
-                          "use --freeze-layers -1")
+        raise FreezeError(
+            f"cannot find the embeddings of {type(model.base_model).__name__} to freeze: use --freeze-layers -1"
+        )
     blocks = encoder_layers(model)
     if layers >= len(blocks):
-        raise FreezeError(f"--freeze-layers {layers} would freeze all {len(blocks)} encoder layers of the base "
-                          f"model: at most {len(blocks) - 1}, or -1 to fine-tune everything")
+        raise FreezeError(
+            f"--freeze-layers {layers} would freeze all {len(blocks)} encoder layers of the base "
+            f"model: at most {len(blocks) - 1}, or -1 to fine-tune everything"
+        )
     frozen = [*embeddings.parameters()]
     for block in blocks[:layers]:
         frozen += block.parameters()

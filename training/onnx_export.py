@@ -48,8 +48,9 @@ MAX_ACCURACY_CHANGE = 0.4
 MAX_FLOAT_LAYERS = 3
 
 
-def export_onnx(directory: str | Path, texts: Sequence[str] = PROBE_TEXTS,
-                checks: Sequence[AccuracyCheck] = ()) -> OnnxExport:
+def export_onnx(
+    directory: str | Path, texts: Sequence[str] = PROBE_TEXTS, checks: Sequence[AccuracyCheck] = ()
+) -> OnnxExport:
     """Export ``DIR``'s network to int8 ONNX, check it, and record it in the manifest (see :func:`build_onnx`)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -72,8 +73,13 @@ class AccuracyCheck:
     gold: Sequence[int]
 
 
-def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PROBE_TEXTS,
-               checks: Sequence[AccuracyCheck] = (), keep_float: Sequence[str] = ()) -> OnnxExport:
+def build_onnx(
+    directory: str | Path,
+    max_length: int,
+    texts: Sequence[str] = PROBE_TEXTS,
+    checks: Sequence[AccuracyCheck] = (),
+    keep_float: Sequence[str] = (),
+) -> OnnxExport:
     """Write ``DIR/model.int8.onnx`` from ``DIR``'s safetensors network and return its manifest entry.
 
     Dynamic int8 quantisation takes one activation scale per tensor and forward pass, which is coarse
@@ -132,8 +138,11 @@ def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PR
                 dynamo=False,
             )
         layers = feed_forward_nodes(onnx.load(str(float_path)))
-        nodes = {matmul_name(index, part): node
-                 for index, pair in enumerate(layers) for part, node in zip(("up", "down"), pair)}
+        nodes = {
+            matmul_name(index, part): node
+            for index, pair in enumerate(layers)
+            for part, node in zip(("up", "down"), pair)
+        }
         ladder = float_ladder(min(MAX_FLOAT_LAYERS, len(layers)))
         first = next((i for i, step in enumerate(ladder) if set(keep_float) <= set(step)), len(ladder) - 1)
         for in_float in ladder[first:]:
@@ -141,35 +150,52 @@ def build_onnx(directory: str | Path, max_length: int, texts: Sequence[str] = PR
             with _quiet():
                 # Per-channel weight scales: per-tensor ones moved cross-release intent accuracy by 0.6 points,
                 # per-channel ones by at most 0.2 (README "Speed work and accuracy").
-                quantize_dynamic(str(float_path), str(partial), weight_type=QuantType.QInt8, per_channel=True,
-                                 nodes_to_exclude=[nodes[name] for name in in_float])
+                quantize_dynamic(
+                    str(float_path),
+                    str(partial),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    nodes_to_exclude=[nodes[name] for name in in_float],
+                )
             data = partial.read_bytes()
             onnx_network = OnnxNetwork(data, names, threads=torch.get_num_threads())
             agreement, max_diff = _agreement(expected, onnx_network, tokenizer, names, groups, max_length)
             recipe = "int8 with " + (", ".join(in_float) + " in float" if in_float else "no MatMul in float")
             if agreement < MIN_AGREEMENT:
-                refusals.append(f"{recipe}: the int8 export agrees with the original on only {agreement:.1%} of "
-                                f"{len(texts)} probe texts (at least {MIN_AGREEMENT:.0%} needed)")
+                refusals.append(
+                    f"{recipe}: the int8 export agrees with the original on only {agreement:.1%} of "
+                    f"{len(texts)} probe texts (at least {MIN_AGREEMENT:.0%} needed)"
+                )
                 continue
             scored = {}
             # least accurate set first (most texts near a decision boundary), stopping at the first that moved
             for check in sorted(checks, key=lambda c: reference[c.name][0]):
                 (accuracy, macro_f1), (ref_accuracy, ref_macro_f1) = (
-                    _check_scores(onnx_network, tokenizer, names, check, max_length), reference[check.name])
+                    _check_scores(onnx_network, tokenizer, names, check, max_length),
+                    reference[check.name],
+                )
                 change = 100 * (accuracy - ref_accuracy)  # compared unrounded: one text is exactly 100/n
                 f1_change = 100 * (macro_f1 - ref_macro_f1)
-                scored[check.name] = {"n": len(check.texts), "reference": round(ref_accuracy, 6),
-                                      "int8": round(accuracy, 6), "change": round(change, 2),
-                                      "macro_f1_change": round(f1_change, 2)}
+                scored[check.name] = {
+                    "n": len(check.texts),
+                    "reference": round(ref_accuracy, 6),
+                    "int8": round(accuracy, 6),
+                    "change": round(change, 2),
+                    "macro_f1_change": round(f1_change, 2),
+                }
                 allowed = allowed_change(len(check.texts))
                 if abs(change) > allowed + 1e-6:
-                    refusals.append(f"{recipe}: accuracy on {check.name} moved by {change:+.2f} points "
-                                    f"(at most {allowed:.2f} allowed)")
+                    refusals.append(
+                        f"{recipe}: accuracy on {check.name} moved by {change:+.2f} points "
+                        f"(at most {allowed:.2f} allowed)"
+                    )
                     break
                 # macro-F1 too, where 0.4 points is more than one text (on small sets one text moves it more)
                 if allowed == MAX_ACCURACY_CHANGE and abs(f1_change) > MAX_ACCURACY_CHANGE + 1e-6:
-                    refusals.append(f"{recipe}: macro-F1 on {check.name} moved by {f1_change:+.2f} points "
-                                    f"(at most {MAX_ACCURACY_CHANGE:.2f} allowed)")
+                    refusals.append(
+                        f"{recipe}: macro-F1 on {check.name} moved by {f1_change:+.2f} points "
+                        f"(at most {MAX_ACCURACY_CHANGE:.2f} allowed)"
+                    )
                     break
             else:
                 break
@@ -213,8 +239,9 @@ def float_ladder(layers: int) -> list[tuple[str, ...]]:
     """
     downs = [matmul_name(index, "down") for index in range(layers)]
     ups = [matmul_name(index, "up") for index in range(layers)]
-    return ([tuple(downs[:count]) for count in range(layers + 1)]
-            + [tuple(downs + ups[:count]) for count in range(1, layers + 1)])
+    return [tuple(downs[:count]) for count in range(layers + 1)] + [
+        tuple(downs + ups[:count]) for count in range(1, layers + 1)
+    ]
 
 
 def feed_forward_nodes(graph_model) -> list[tuple[str, str]]:
@@ -226,8 +253,13 @@ def feed_forward_nodes(graph_model) -> list[tuple[str, str]]:
     """
     graph = graph_model.graph
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    matmuls = [(node.name, shapes[name]) for node in graph.node if node.op_type == "MatMul"
-               for name in node.input if len(shapes.get(name, ())) == 2]
+    matmuls = [
+        (node.name, shapes[name])
+        for node in graph.node
+        if node.op_type == "MatMul"
+        for name in node.input
+        if len(shapes.get(name, ())) == 2
+    ]
     square = Counter(shape[0] for _, shape in matmuls if shape[0] == shape[1])
     if not square:
         return []
@@ -262,8 +294,9 @@ def _forward(network, tokenizer, names, texts: Sequence[str], max_length: int) -
         return network(**batch).logits.float().numpy()
 
 
-def _agreement(expected: list[np.ndarray], onnx_network, tokenizer, names, groups,
-               max_length: int) -> tuple[float, float]:
+def _agreement(
+    expected: list[np.ndarray], onnx_network, tokenizer, names, groups, max_length: int
+) -> tuple[float, float]:
     """Argmax agreement and the largest logit difference of the int8 network vs the fp32 one's ``expected`` logits."""
     agree, worst, total = 0, 0.0, 0
     for want, group in zip(expected, groups):

@@ -33,8 +33,10 @@ def intent_validation_csv(data_dir: Path, trained_on: str, tmp: Path) -> Path:
     """The other release, minus texts that also occur in the training release."""
     from training import data as bitext
 
-    held = bitext.without_texts(bitext.load_release(data_dir, CROSS_RELEASE[trained_on]),
-                                bitext.load_release(data_dir, trained_on, slot_augment=True))
+    held = bitext.without_texts(
+        bitext.load_release(data_dir, CROSS_RELEASE[trained_on]),
+        bitext.load_release(data_dir, trained_on, slot_augment=True),
+    )
     return write_csv(tmp / f"intent-{CROSS_RELEASE[trained_on]}.csv", [(x.text, x.intent) for x in held])
 
 
@@ -58,19 +60,25 @@ def ensure_cross_release_model(release: str, artifacts: Path, data_dir: Path, tr
 def intent_section(artifacts: Path, data_dir: Path, tmp: Path, train_missing: bool) -> list[str]:
     from training.evaluate import evaluate_csv
 
-    lines = ["## Intent: cross-release validation", "",
-             "Trained on one Bitext release, scored on the other (texts shared by both removed); models run as the "
-             "service runs them (int8 ONNX on CPU).", "",
-             "| trained on | validated on | n | accuracy | macro-F1 | ECE (calibrated) | model |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "## Intent: cross-release validation",
+        "",
+        "Trained on one Bitext release, scored on the other (texts shared by both removed); models run as the "
+        "service runs them (int8 ONNX on CPU).",
+        "",
+        "| trained on | validated on | n | accuracy | macro-F1 | ECE (calibrated) | model |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for trained_on, other in CROSS_RELEASE.items():
         model_dir = ensure_cross_release_model(trained_on, artifacts, data_dir, train_missing)
         if model_dir is None:
             lines.append(f"| {trained_on} | {other} | | | | | missing: run with --train-missing |")
             continue
         m = evaluate_csv("intent", model_dir, intent_validation_csv(data_dir, trained_on, tmp), "text", "label").metrics
-        lines.append(f"| {trained_on} | {other} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
-                     f"{m['ece']:.4f} | `{model_dir.name}` |")
+        lines.append(
+            f"| {trained_on} | {other} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+            f"{m['ece']:.4f} | `{model_dir.name}` |"
+        )
     return lines
 
 
@@ -99,8 +107,9 @@ def tfidf_baseline(train_items: list):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    baseline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                             LogisticRegression(max_iter=2000, C=10))
+    baseline = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000, C=10)
+    )
     return baseline.fit([x.text for x in train_items], [x.intent for x in train_items])
 
 
@@ -114,14 +123,18 @@ def third_release_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[st
     from training import data as bitext
     from training.evaluate import evaluate_csv
 
-    lines = ["## Intent: a third Bitext release, never trained on", "",
-             "A sample of Bitext's 27K release (`data/heldout/`, 108 evenly spaced stretches of the file; never "
-             "trained on, and no setting was chosen on it). Its inquiries carry `{{Order Number}}`-style slots: "
-             "scored as released and with the slots filled (seed 0). *Unseen* leaves out texts that also occur in "
-             "what the model was built from. Models run as the service runs them (int8 ONNX on CPU). Below each "
-             "model, a word 1-2 gram TF-IDF + logistic regression baseline trained on the same texts.", "",
-             "| model | trained on | slots | n | accuracy | macro-F1 | ECE | unseen n | unseen accuracy |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## Intent: a third Bitext release, never trained on",
+        "",
+        "A sample of Bitext's 27K release (`data/heldout/`, 108 evenly spaced stretches of the file; never "
+        "trained on, and no setting was chosen on it). Its inquiries carry `{{Order Number}}`-style slots: "
+        "scored as released and with the slots filled (seed 0). *Unseen* leaves out texts that also occur in "
+        "what the model was built from. Models run as the service runs them (int8 ONNX on CPU). Below each "
+        "model, a word 1-2 gram TF-IDF + logistic regression baseline trained on the same texts.",
+        "",
+        "| model | trained on | slots | n | accuracy | macro-F1 | ECE | unseen n | unseen accuracy |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     path = Path(data_dir) / bitext.BITEXT_27K_SAMPLE
     if not path.is_file():
         return lines + [f"| (no {bitext.BITEXT_27K_SAMPLE} in {data_dir}) |||||||||"]
@@ -133,16 +146,21 @@ def third_release_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[st
         for slots, rows in variants.items():
             scores = []
             for subset, items in (("all", rows), ("unseen", bitext.without_texts(rows, built))):
-                csv_path = write_csv(tmp / f"intent-27k-{slots}-{subset}-{model_dir.name}.csv",
-                                     [(x.text, x.intent) for x in items])
+                csv_path = write_csv(
+                    tmp / f"intent-27k-{slots}-{subset}-{model_dir.name}.csv", [(x.text, x.intent) for x in items]
+                )
                 scores.append(evaluate_csv("intent", model_dir, csv_path, "text", "label").metrics)
             m, u = scores
-            lines.append(f"| `{model_dir.name}` | {train_on} | {slots} | {m['n']} | {m['accuracy']:.4f} | "
-                         f"{m['macro_f1']:.4f} | {m['ece']:.4f} | {u['n']} | {u['accuracy']:.4f} |")
+            lines.append(
+                f"| `{model_dir.name}` | {train_on} | {slots} | {m['n']} | {m['accuracy']:.4f} | "
+                f"{m['macro_f1']:.4f} | {m['ece']:.4f} | {u['n']} | {u['accuracy']:.4f} |"
+            )
         rows, unseen = variants["released"], bitext.without_texts(variants["released"], built)
         baseline = tfidf_baseline(trained)
-        lines.append(f"| TF-IDF + LR | {train_on} | released | {len(rows)} | {accuracy_of(baseline, rows):.4f} "
-                     f"| | | {len(unseen)} | {accuracy_of(baseline, unseen):.4f} |")
+        lines.append(
+            f"| TF-IDF + LR | {train_on} | released | {len(rows)} | {accuracy_of(baseline, rows):.4f} "
+            f"| | | {len(unseen)} | {accuracy_of(baseline, unseen):.4f} |"
+        )
     return lines
 
 
@@ -164,21 +182,25 @@ def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str
     written = written_out_of_scope(data_dir)
     sentences = out_of_scope_texts(data_dir)
     kinds = sorted({k for _, k in written})
-    lines = ["## Intent: text that is not an inquiry", "",
-             f"Share of texts a bot would still answer (top intent at or above the abstain threshold, "
-             f"{ABSTAIN_THRESHOLD}, and not marked `out_of_scope`): the {len(written)} written out-of-scope texts "
-             f"(`data/out_of_scope/`, by kind) and {len(sentences)} sentences that are not inquiries "
-             f"({' + '.join(OUT_OF_SCOPE_SOURCES)}); never trained on. The rest goes to a person. Models run as "
-             "the service runs them.", "",
-             "| model | written: answered | " + " | ".join(kinds) + " | sentences: answered |",
-             "|---|---:|" + "---:|" * len(kinds) + "---:|"]
+    lines = [
+        "## Intent: text that is not an inquiry",
+        "",
+        f"Share of texts a bot would still answer (top intent at or above the abstain threshold, "
+        f"{ABSTAIN_THRESHOLD}, and not marked `out_of_scope`): the {len(written)} written out-of-scope texts "
+        f"(`data/out_of_scope/`, by kind) and {len(sentences)} sentences that are not inquiries "
+        f"({' + '.join(OUT_OF_SCOPE_SOURCES)}); never trained on. The rest goes to a person. Models run as "
+        "the service runs them.",
+        "",
+        "| model | written: answered | " + " | ".join(kinds) + " | sentences: answered |",
+        "|---|---:|" + "---:|" * len(kinds) + "---:|",
+    ]
     for model_dir, _trained_on in intent_models(artifacts):
         if not (model_dir / "manifest.json").is_file():
             continue
         classifier = TextClassifier.load(model_dir)
         gate = ScopeGate.for_tokenizer(classifier.tokenizer)
 
-        def answered(texts: list[str]) -> list[bool]:
+        def answered(texts: list[str], classifier=classifier, gate=gate) -> list[bool]:
             probs = classifier.predict_proba(texts, default_pass_size(classifier))
             return [bool(p.max() >= ABSTAIN_THRESHOLD) and gate.reason(t) is None for p, t in zip(probs, texts)]
 
@@ -186,25 +208,33 @@ def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str
         by_kind = Counter(k for (_, k), a in zip(written, flags) if a)
         total = Counter(k for _, k in written)
         cells = " | ".join(f"{by_kind[k]}/{total[k]}" for k in kinds)
-        lines.append(f"| `{model_dir.name}` | {sum(flags) / len(flags):.1%} | {cells} | "
-                     f"{sum(answered(sentences)) / len(sentences):.1%} |")
+        lines.append(
+            f"| `{model_dir.name}` | {sum(flags) / len(flags):.1%} | {cells} | "
+            f"{sum(answered(sentences)) / len(sentences):.1%} |"
+        )
     return lines
 
 
 def sentiment_section(model_dir: Path, data_dir: Path, tmp: Path) -> list[str]:
     from training.evaluate import evaluate_csv
 
-    lines = ["## Sentiment: validation sources (none trained on)", "",
-             "Scored as the service runs the model (int8 ONNX on CPU).", "",
-             "| source | n | accuracy | macro-F1 | negative recall | neutral recall | positive recall | ECE |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## Sentiment: validation sources (none trained on)",
+        "",
+        "Scored as the service runs the model (int8 ONNX on CPU).",
+        "",
+        "| source | n | accuracy | macro-F1 | negative recall | neutral recall | positive recall | ECE |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     if not (model_dir / "manifest.json").is_file():
         return lines + [f"| (no artifact in {model_dir}: run `triage train sentiment`) |||||||"]
     for source in SENTIMENT_SOURCES:
         m = evaluate_csv("sentiment", model_dir, sentiment_csv(data_dir, source, tmp), "text", "label").metrics
         r = {k: f"{v['recall']:.4f}" if v["support"] else "–" for k, v in m["per_class"].items()}
-        lines.append(f"| {source} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {r['negative']} | "
-                     f"{r['neutral']} | {r['positive']} | {m['ece']:.4f} |")
+        lines.append(
+            f"| {source} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {r['negative']} | "
+            f"{r['neutral']} | {r['positive']} | {m['ece']:.4f} |"
+        )
     return lines
 
 
@@ -213,23 +243,33 @@ def backend_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str]:
     from model.artifacts import read_manifest
     from training.evaluate import evaluate_csv
 
-    lines = ["## Speed work and accuracy: int8 ONNX vs torch, same models", "",
-             "`triage evaluate ... --backend torch` vs `--backend onnx` on every validation set above "
-             "(the service runs ONNX on CPU when the artifact has the export). Differences in points.", "",
-             "| model | validated on | n | accuracy torch | accuracy ONNX | Δ accuracy | Δ macro-F1 |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    runs = [(artifacts / f"intent-{trained_on}", "intent", intent_validation_csv(data_dir, trained_on, tmp), other)
-            for trained_on, other in CROSS_RELEASE.items()]
-    runs += [(artifacts / "sentiment", "sentiment", sentiment_csv(data_dir, source, tmp), source)
-             for source in SENTIMENT_SOURCES]
+    lines = [
+        "## Speed work and accuracy: int8 ONNX vs torch, same models",
+        "",
+        "`triage evaluate ... --backend torch` vs `--backend onnx` on every validation set above "
+        "(the service runs ONNX on CPU when the artifact has the export). Differences in points.",
+        "",
+        "| model | validated on | n | accuracy torch | accuracy ONNX | Δ accuracy | Δ macro-F1 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    runs = [
+        (artifacts / f"intent-{trained_on}", "intent", intent_validation_csv(data_dir, trained_on, tmp), other)
+        for trained_on, other in CROSS_RELEASE.items()
+    ]
+    runs += [
+        (artifacts / "sentiment", "sentiment", sentiment_csv(data_dir, source, tmp), source)
+        for source in SENTIMENT_SOURCES
+    ]
     for model_dir, task, csv_path, name in runs:
         if not (model_dir / "manifest.json").is_file() or read_manifest(model_dir).onnx is None:
             lines.append(f"| `{model_dir.name}` | {name} | | | | | no ONNX export: `triage export-onnx {model_dir}` |")
             continue
         a = evaluate_csv(task, model_dir, csv_path, "text", "label", backend="torch").metrics
         b = evaluate_csv(task, model_dir, csv_path, "text", "label", backend="onnx").metrics
-        lines.append(f"| `{model_dir.name}` | {name} | {a['n']} | {a['accuracy']:.4f} | {b['accuracy']:.4f} | "
-                     f"{100 * (b['accuracy'] - a['accuracy']):+.2f} | {100 * (b['macro_f1'] - a['macro_f1']):+.2f} |")
+        lines.append(
+            f"| `{model_dir.name}` | {name} | {a['n']} | {a['accuracy']:.4f} | {b['accuracy']:.4f} | "
+            f"{100 * (b['accuracy'] - a['accuracy']):+.2f} | {100 * (b['macro_f1'] - a['macro_f1']):+.2f} |"
+        )
     return lines
 
 
@@ -237,9 +277,12 @@ def artifacts_section(artifacts: Path) -> list[str]:
     """The shipped artifacts as their manifests describe them (version, data, time, calibration)."""
     from model.artifacts import read_manifest
 
-    lines = ["## Shipped artifacts", "",
-             "| task | version | trained on | train time (s, as recorded) | temperature | ECE before → after |",
-             "|---|---|---|---:|---:|---|"]
+    lines = [
+        "## Shipped artifacts",
+        "",
+        "| task | version | trained on | train time (s, as recorded) | temperature | ECE before → after |",
+        "|---|---|---|---:|---:|---|",
+    ]
     for task in ("intent", "sentiment"):
         if not (artifacts / task / "manifest.json").is_file():
             continue
@@ -247,8 +290,10 @@ def artifacts_section(artifacts: Path) -> list[str]:
         cal = m.metrics.get("calibration", {})
         cal = cal.get(cal.get("fitted_on", ""), cal)  # sentiment: per source; intent: one report
         train = ", ".join(sorted({Path(d.path).parent.name for d in m.data if d.role == "train"}))
-        lines.append(f"| {task} | `{m.version}` | {train} | {m.metrics.get('training', {}).get('train_seconds', '')} | "
-                     f"{m.temperature:.3f} | {cal.get('ece_before', '')} → {cal.get('ece_after', '')} |")
+        lines.append(
+            f"| {task} | `{m.version}` | {train} | {m.metrics.get('training', {}).get('train_seconds', '')} | "
+            f"{m.temperature:.3f} | {cal.get('ece_before', '')} → {cal.get('ece_after', '')} |"
+        )
     return lines
 
 
@@ -258,13 +303,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--output", type=Path, default=REPORTS_DIR / "results.md")
     parser.add_argument("--train-missing", action="store_true", help="train absent cross-release intent models")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help=f"also put the tables into this file between {README_START} and {README_END}")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help=f"also put the tables into this file between {README_START} and {README_END}",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tmp = REPORTS_DIR / "tmp"
-    lines = ["# Results", "", f"Generated by `python -m training.report` on "
-             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC.", ""]
+    lines = [
+        "# Results",
+        "",
+        f"Generated by `python -m training.report` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        "",
+    ]
     lines += intent_section(args.artifacts, args.data_dir, tmp, args.train_missing) + [""]
     lines += third_release_section(args.artifacts, args.data_dir, tmp) + [""]
     lines += out_of_scope_section(args.artifacts, args.data_dir, tmp) + [""]

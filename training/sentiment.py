@@ -50,8 +50,14 @@ def score_sources(model, tokenizer, device, sources: dict, max_length: int) -> d
     return out
 
 
-def train_sentiment(data_dir: Path, output: Path, base_model: str, config: TrainConfig = SENTIMENT_DEFAULTS,
-                    mix=sd.DEFAULT_MIX, class_weights=SENTIMENT_CLASS_WEIGHTS):
+def train_sentiment(
+    data_dir: Path,
+    output: Path,
+    base_model: str,
+    config: TrainConfig = SENTIMENT_DEFAULTS,
+    mix=sd.DEFAULT_MIX,
+    class_weights=SENTIMENT_CLASS_WEIGHTS,
+):
     """Train on ``mix`` less a 10% holdout, fit the temperature on that holdout, score every validation source, save.
 
     The temperature is fitted on held-out rows of the training mix because they carry the product's label
@@ -62,33 +68,66 @@ def train_sentiment(data_dir: Path, output: Path, base_model: str, config: Train
     seed_everything(config.seed)  # the new classification head is initialised here
     model, tokenizer = load_base(base_model, LABELS)
     device = pick_device()
-    print(f"sentiment: {len(rows)} training texts {dict(Counter(r.label for r in rows))}, {len(held)} held out for "
-          f"calibration, device {device.description}")
-    stats = train(model, tokenizer, [r.text for r in rows], [LABELS.index(r.label) for r in rows], config, device,
-                  class_weights=list(class_weights), desc="sentiment")
-    scored = {sd.CALIBRATION_SET: (predict_logits(model, tokenizer, [r.text for r in held], device, config.max_length),
-                                   np.array([LABELS.index(r.label) for r in held]))}
+    print(
+        f"sentiment: {len(rows)} training texts {dict(Counter(r.label for r in rows))}, {len(held)} held out for "
+        f"calibration, device {device.description}"
+    )
+    stats = train(
+        model,
+        tokenizer,
+        [r.text for r in rows],
+        [LABELS.index(r.label) for r in rows],
+        config,
+        device,
+        class_weights=list(class_weights),
+        desc="sentiment",
+    )
+    scored = {
+        sd.CALIBRATION_SET: (
+            predict_logits(model, tokenizer, [r.text for r in held], device, config.max_length),
+            np.array([LABELS.index(r.label) for r in held]),
+        )
+    }
     sources = {name: sd.VALIDATION_SOURCES[name][0](data_dir) for name in TRAIN_TIME_VALIDATION}
     scored |= score_sources(model, tokenizer, device, sources, config.max_length)
     temperature = fit_temperature(*scored[sd.CALIBRATION_SET])
-    metrics = {name: summary(classification_metrics(softmax(lg, temperature), y, LABELS), LABELS)
-               for name, (lg, y) in scored.items()}
+    metrics = {
+        name: summary(classification_metrics(softmax(lg, temperature), y, LABELS), LABELS)
+        for name, (lg, y) in scored.items()
+    }
     metrics["calibration"] = {name: calibration_report(lg, y, temperature) for name, (lg, y) in scored.items()}
     metrics["calibration"]["fitted_on"] = sd.CALIBRATION_SET
-    metrics["training"] = stats | {"device": device.description, "calibration_rows": len(held),
-                                   "rows": dict(Counter(r.source + "/" + r.label for r in rows))}
+    metrics["training"] = stats | {
+        "device": device.description,
+        "calibration_rows": len(held),
+        "rows": dict(Counter(r.source + "/" + r.label for r in rows)),
+    }
     per_source = Counter(r.source for r in mixed)
     files = _files(data_dir, sorted(per_source), "train", per_source)
     files += _files(data_dir, TRAIN_TIME_VALIDATION, "validation", Counter())
     hparams = config.as_dict() | {"class_weights": dict(zip(LABELS, class_weights)), "mix": [vars(p) for p in mix]}
-    manifest = save_artifact(output, model, tokenizer, {
-        "task": "sentiment", "base_model": base_model, "labels": LABELS, "temperature": temperature,
-        "max_length": config.max_length, "data": files, "hyperparameters": hparams, "metrics": metrics,
-    }, probe_texts=_probe_texts(data_dir, config.seed),
-       checks=[AccuracyCheck(name, [r.text for r in labeled], scored[name][1]) for name, labeled in sources.items()])
+    manifest = save_artifact(
+        output,
+        model,
+        tokenizer,
+        {
+            "task": "sentiment",
+            "base_model": base_model,
+            "labels": LABELS,
+            "temperature": temperature,
+            "max_length": config.max_length,
+            "data": files,
+            "hyperparameters": hparams,
+            "metrics": metrics,
+        },
+        probe_texts=_probe_texts(data_dir, config.seed),
+        checks=[AccuracyCheck(name, [r.text for r in labeled], scored[name][1]) for name, labeled in sources.items()],
+    )
     for name in (sd.CALIBRATION_SET, *TRAIN_TIME_VALIDATION):
         m = metrics[name]
-        print(f"sentiment: {name}: accuracy {m['accuracy']:.3f}, negative recall {m['negative_recall']:.3f}, "
-              f"neutral recall {m['neutral_recall']:.3f}")
+        print(
+            f"sentiment: {name}: accuracy {m['accuracy']:.3f}, negative recall {m['negative_recall']:.3f}, "
+            f"neutral recall {m['neutral_recall']:.3f}"
+        )
     print(f"sentiment: T={temperature:.3f}, saved {output} ({manifest.version})")
     return manifest

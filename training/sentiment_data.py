@@ -67,8 +67,13 @@ def sst5_sentiment(level: int, keep_neutral: bool = False) -> str | None:
 
 # ---- readers --------------------------------------------------------------------------------------
 
-_DETOK = [(re.compile(r" n ?'t\b"), "n't"), (re.compile(r" '(s|re|ve|ll|d|m)\b"), r"'\1"), (re.compile(r" ([.,!?;:%)])"), r"\1"),
-          (re.compile(r"([($]) "), r"\1"), (re.compile(r"-lrb- |-rrb- ?"), "")]
+_DETOK = [
+    (re.compile(r" n ?'t\b"), "n't"),
+    (re.compile(r" '(s|re|ve|ll|d|m)\b"), r"'\1"),
+    (re.compile(r" ([.,!?;:%)])"), r"\1"),
+    (re.compile(r"([($]) "), r"\1"),
+    (re.compile(r"-lrb- |-rrb- ?"), ""),
+]
 
 
 def detokenize(text: str) -> str:
@@ -99,7 +104,10 @@ def load_goemotions(data_dir: Path, split: str) -> list[Labeled]:
 
 
 def load_sst5(data_dir: Path, split: str, keep_neutral: bool = False) -> list[Labeled]:
-    rows = ((sst5_sentiment(level, keep_neutral), text) for level, text in _label_lines(Path(data_dir) / "sst5" / f"{split}.txt"))
+    rows = (
+        (sst5_sentiment(level, keep_neutral), text)
+        for level, text in _label_lines(Path(data_dir) / "sst5" / f"{split}.txt")
+    )
     return [Labeled(text, label, f"sst5-{split}") for label, text in rows if label]
 
 
@@ -127,7 +135,7 @@ def load_probe(data_dir: Path) -> list[Labeled]:
 
 
 def load_holdout(data_dir: Path) -> list[Labeled]:
-    """295 customer-service messages written apart from the training set (see data/probe/SOURCE.md); never trained on."""
+    """295 customer-service messages written apart from the training set (data/probe/SOURCE.md); never trained on."""
     return _labeled_csv(Path(data_dir) / "probe" / "customer_service_holdout.csv", "cs-holdout")
 
 
@@ -180,8 +188,10 @@ def load_written(data_dir: Path) -> list[Labeled]:
 
 
 def load_bitext_sentiment(data_dir: Path, release: str) -> list[Labeled]:
-    return [Labeled(x.text, bitext_sentiment(x.text, x.intent, x.flags), f"bitext-{release}")
-            for x in bitext.load_release(data_dir, release)]
+    return [
+        Labeled(x.text, bitext_sentiment(x.text, x.intent, x.flags), f"bitext-{release}")
+        for x in bitext.load_release(data_dir, release)
+    ]
 
 
 # ---- the training mix -----------------------------------------------------------------------------
@@ -215,8 +225,10 @@ DEFAULT_MIX: tuple[MixPart, ...] = (
 #: source name -> (loader, file paths relative to the data dir) for training sources
 TRAIN_SOURCES = {
     "bitext-8k": (lambda d: load_bitext_sentiment(d, "8k"), [bitext.BITEXT_8K]),
-    "goemotions-train": (lambda d: load_goemotions(d, "train"),
-                         ["goemotions/train.tsv", "goemotions/emotions.txt", "goemotions/sentiment_dict.json"]),
+    "goemotions-train": (
+        lambda d: load_goemotions(d, "train"),
+        ["goemotions/train.tsv", "goemotions/emotions.txt", "goemotions/sentiment_dict.json"],
+    ),
     "sst5-train": (lambda d: load_sst5(d, "train"), ["sst5/train.txt"]),
     "customer_reviews": (load_customer_reviews, ["customer_reviews/custrev.txt"]),
     "cs-written": (load_written, ["written/customer_service_messages.csv"]),

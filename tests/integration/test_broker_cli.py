@@ -13,8 +13,9 @@ pytestmark = pytest.mark.integration
 
 def test_triage_broker_serves_kafka_in_the_foreground_until_stopped():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "triage", "broker", "--port", str(port)],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "triage", "broker", "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert f"127.0.0.1:{port}" in process.stdout.readline()
         deadline = time.monotonic() + 20
@@ -60,7 +61,11 @@ def test_triage_broker_on_s3_storage_keeps_records_across_a_restart(tmp_path):
 
 
 def test_triage_broker_refuses_a_storage_it_does_not_know():
-    result = subprocess.run([sys.executable, "-m", "triage", "broker", "--storage", "file:///tmp/x"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "triage", "broker", "--storage", "file:///tmp/x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "not a storage URL the broker knows" in result.stderr

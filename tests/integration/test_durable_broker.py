@@ -46,17 +46,24 @@ def test_records_and_committed_offsets_survive_kill9_of_the_broker(tmp_path):
 
 
 def group_reader(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": "kept-readers", "enable.auto.commit": False,
-                     "auto.offset.reset": "earliest"})
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "kept-readers",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
 
 
 # Tansu 0.6.0 on s3 storage can answer an idempotent producer's retry after a crash with "duplicate sequence"
 # for a batch it did not keep (seen: 2 of 1,500 outputs gone, acknowledged): a broker bug no client can see.
 # At-least-once therefore runs with idempotence off here (retries may duplicate, never vanish, and one request
 # in flight keeps per-key order); on Kafka the default stays on. Exactly-once needs idempotence.
-PRODUCER = {"at_least_once": '{"enable.idempotence": "false", "acks": "all", '
-                             '"max.in.flight.requests.per.connection": "1"}',
-            "exactly_once": "{}"}
+PRODUCER = {
+    "at_least_once": '{"enable.idempotence": "false", "acks": "all", "max.in.flight.requests.per.connection": "1"}',
+    "exactly_once": "{}",
+}
 
 
 # Tansu 0.6.0 on s3 storage can leave a fetch unanswered for good when its wait is shorter than a read from the
@@ -68,16 +75,24 @@ FETCH_WAIT_MS = 250
 # transactional producer's retried batch with "duplicate sequence" (for a batch it did not keep) and then leaves
 # the transaction's requests unanswered, so the stream stops (seen in every run). Exactly-once across a clean
 # broker restart, member crashes and rebalances is covered by test_reliability.py on the same broker.
-@pytest.mark.parametrize("guarantee", [
-    "at_least_once",
-    pytest.param("exactly_once", marks=pytest.mark.skip(reason="Tansu 0.6.0 stops answering a transactional "
-                                                              "producer after a crash with batches in flight")),
-])
+@pytest.mark.parametrize(
+    "guarantee",
+    [
+        "at_least_once",
+        pytest.param(
+            "exactly_once",
+            marks=pytest.mark.skip(
+                reason="Tansu 0.6.0 stops answering a transactional producer after a crash with batches in flight"
+            ),
+        ),
+    ],
+)
 def test_kill9_of_the_broker_mid_stream_three_times_loses_nothing(tiny_model_dir, topics, tmp_path, guarantee):
     count, crashes = 600, 3
     with durable_embedded_broker(tmp_path / "tansu.log") as broker:
-        result, routed_at_crash = crash_the_broker_under_a_service(broker, tiny_model_dir, topics, tmp_path,
-                                                                   guarantee, count, crashes)
+        result, routed_at_crash = crash_the_broker_under_a_service(
+            broker, tiny_model_dir, topics, tmp_path, guarantee, count, crashes
+        )
     assert routed_at_crash[-1] < count, "every crash lands mid-stream"
     assert not result.lost, f"lost: {sorted(result.lost)[:5]}"
     assert result.duplicates <= crashes * BATCH * PARTITIONS, result.duplicates
@@ -87,16 +102,28 @@ def test_kill9_of_the_broker_mid_stream_three_times_loses_nothing(tiny_model_dir
 
 def crash_the_broker_under_a_service(broker, tiny_model_dir, topics, tmp_path, guarantee, count, crashes):
     bootstrap = broker.bootstrap_servers
-    service = Service(bootstrap, tiny_model_dir, topics, tmp_path / "service.log", batch_size=BATCH,
-                      topic_partitions=PARTITIONS, processing_guarantee=guarantee, state_dir=tmp_path / "state",
-                      producer_properties=PRODUCER[guarantee], fetch_wait_max_ms=FETCH_WAIT_MS)
+    service = Service(
+        bootstrap,
+        tiny_model_dir,
+        topics,
+        tmp_path / "service.log",
+        batch_size=BATCH,
+        topic_partitions=PARTITIONS,
+        processing_guarantee=guarantee,
+        state_dir=tmp_path / "state",
+        producer_properties=PRODUCER[guarantee],
+        fetch_wait_max_ms=FETCH_WAIT_MS,
+    )
     try:
         wait_for_topics(bootstrap, list(topics.values())[:4], service=service)
         sender = Sender(bootstrap, topics["input_topic"], inquiries(0, count), rate_per_s=100)
         routed_at_crash = []
         for crash in range(crashes):
-            wait_until(lambda: service.routed_count() >= (crash + 1) * count // (crashes + 2), 180,
-                       f"routing before crash {crash + 1}")
+            wait_until(
+                lambda crash=crash: service.routed_count() >= (crash + 1) * count // (crashes + 2),
+                180,
+                f"routing before crash {crash + 1}",
+            )
             routed_at_crash.append(service.routed_count())
             broker.kill()  # SIGKILL with batches in flight: nothing flushed or closed
             time.sleep(2)
@@ -119,9 +146,16 @@ class Sender:
     as lost here): a retry may send an input twice, which the duplicate bound allows for."""
 
     def __init__(self, bootstrap: str, topic: str, records: list, rate_per_s: float):
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": False, "acks": "all",
-                                  "max.in.flight.requests.per.connection": 1, "message.timeout.ms": 120_000,
-                                  "reconnect.backoff.max.ms": 500})
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": False,
+                "acks": "all",
+                "max.in.flight.requests.per.connection": 1,
+                "message.timeout.ms": 120_000,
+                "reconnect.backoff.max.ms": 500,
+            }
+        )
         self.topic, self.records, self.rate_per_s = topic, records, rate_per_s
         self.undelivered = 0
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -27,8 +27,9 @@ from tests.kafka_client import produce
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_metrics_match_an_independent_count_and_readyz_waits_for_assignment(bootstrap_servers, tiny_model_dir,
-                                                                           topics, tmp_path):
+def test_metrics_match_an_independent_count_and_readyz_waits_for_assignment(
+    bootstrap_servers, tiny_model_dir, topics, tmp_path
+):
     service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=16)
     port = metrics_port(service)
     assert get(port, "/healthz")[0] == 200
@@ -41,8 +42,11 @@ def test_metrics_match_an_independent_count_and_readyz_waits_for_assignment(boot
             break
         time.sleep(0.05)
     assert readiness[0][1] == 503 and readiness[-1][1] == 200
-    assigned_at = next(datetime.fromisoformat(l["timestamp"]) for l in service.log_lines()
-                       if l.get("event") == "partitions_assigned")
+    assigned_at = next(
+        datetime.fromisoformat(line["timestamp"])
+        for line in service.log_lines()
+        if line.get("event") == "partitions_assigned"
+    )
     first_ready = next(when for when, status, _ in readiness if status == 200)
     assert first_ready >= assigned_at, "ready only once partitions are assigned"
     assert not readiness[0][2]["checks"]["partitions_assigned"]
@@ -53,7 +57,9 @@ def test_metrics_match_an_independent_count_and_readyz_waits_for_assignment(boot
     found = read_outputs(bootstrap_servers, topics, expected=150 + len(bad), timeout_s=120)
     wait_until(lambda: total(samples(port), "triage_events_consumed_total") >= 150 + len(bad), 30, "metrics")
     m = samples(port)
-    counts = {name: sum(1 for r in found if r.topic == topics[name]) for name in ("auto_topic", "human_topic", "dlq_topic")}
+    counts = {
+        name: sum(1 for r in found if r.topic == topics[name]) for name in ("auto_topic", "human_topic", "dlq_topic")
+    }
     assert total(m, "triage_events_routed_total", route="auto_response") == counts["auto_topic"] > 0
     assert total(m, "triage_events_routed_total", route="human_agent") == counts["human_topic"] > 0
     assert total(m, "triage_dead_letters_total") == counts["dlq_topic"] == len(bad)
@@ -79,27 +85,26 @@ def versions_in(records) -> list[str]:
 def test_hot_reload_swaps_good_models_and_refuses_bad_ones(bootstrap_servers, tiny_model_dir, topics, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(tiny_model_dir, models)
-    service = Service(bootstrap_servers, models, topics, tmp_path / "service.log", batch_size=16,
-                      reload_interval_s=1)
+    service = Service(bootstrap_servers, models, topics, tmp_path / "service.log", batch_size=16, reload_interval_s=1)
     wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
     produce(bootstrap_servers, topics["input_topic"], inquiries(0, 10))
     assert set(versions_in(read_outputs(bootstrap_servers, topics, expected=10))) == {"intent-tiny-test-0"}
 
     bump_version(models / "intent", "intent-v2")
     bump_version(models / "sentiment", "sentiment-v2")
-    wait_until(lambda: any(l.get("event") == "model_reloaded" for l in service.log_lines()), 60, "the reload")
+    wait_until(lambda: any(line.get("event") == "model_reloaded" for line in service.log_lines()), 60, "the reload")
     produce(bootstrap_servers, topics["input_topic"], inquiries(10, 10))
     outputs = read_outputs(bootstrap_servers, topics, expected=20)
     assert versions_in(outputs).count("intent-v2") == 10
 
     (models / "intent" / "model.safetensors").write_bytes(b"not a model")
     bump_version(models / "intent", "intent-v3-broken")
-    wait_until(lambda: any(l.get("event") == "model_reload_refused" for l in service.log_lines()), 60, "refusal")
+    wait_until(lambda: any(line.get("event") == "model_reload_refused" for line in service.log_lines()), 60, "refusal")
     produce(bootstrap_servers, topics["input_topic"], inquiries(20, 10))
     outputs = read_outputs(bootstrap_servers, topics, expected=30)
     assert versions_in(outputs).count("intent-v2") == 20 and "intent-v3-broken" not in versions_in(outputs)
     assert service.alive() and service.terminate() == 0
-    events = [l.get("event") for l in service.log_lines()]
+    events = [line.get("event") for line in service.log_lines()]
     assert events.count("partitions_assigned") == 1, "reloads never leave the group"
 
 

@@ -37,7 +37,7 @@ def stream(bootstrap: str, topic: str, records: list, rate_per_s: float) -> thre
         chunk = max(1, int(rate_per_s / 10))
         for start in range(0, len(records), chunk):
             began = time.monotonic()
-            produce(bootstrap, topic, records[start:start + chunk])
+            produce(bootstrap, topic, records[start : start + chunk])
             time.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
 
     thread = threading.Thread(target=run, daemon=True)
@@ -46,15 +46,18 @@ def stream(bootstrap: str, topic: str, records: list, rate_per_s: float) -> thre
 
 
 def start(bootstrap, model_dir, topics, tmp_path, name: str) -> Service:
-    return Service(bootstrap, model_dir, topics, tmp_path / f"{name}.log", batch_size=BATCH,
-                   topic_partitions=PARTITIONS)
+    return Service(
+        bootstrap, model_dir, topics, tmp_path / f"{name}.log", batch_size=BATCH, topic_partitions=PARTITIONS
+    )
 
 
-def streaming_into_a_service(bootstrap, model_dir, topics, tmp_path, count: int, rate_per_s: float,
-                             routed_first: int, **settings) -> tuple[Service, threading.Thread]:
+def streaming_into_a_service(
+    bootstrap, model_dir, topics, tmp_path, count: int, rate_per_s: float, routed_first: int, **settings
+) -> tuple[Service, threading.Thread]:
     """Start a service, stream ``count`` inquiries at it, return once it has routed ``routed_first``."""
-    first = Service(bootstrap, model_dir, topics, tmp_path / "first.log", batch_size=BATCH,
-                    topic_partitions=PARTITIONS, **settings)
+    first = Service(
+        bootstrap, model_dir, topics, tmp_path / "first.log", batch_size=BATCH, topic_partitions=PARTITIONS, **settings
+    )
     wait_for_topics(bootstrap, list(topics.values())[:4], service=first)
     producer = stream(bootstrap, topics["input_topic"], inquiries(0, count), rate_per_s=rate_per_s)
     wait_until(lambda: first.routed_count() >= routed_first, 90, f"the first service to route {routed_first}")
@@ -81,8 +84,9 @@ def test_kill9_mid_stream_then_restart_loses_nothing(bootstrap_servers, tiny_mod
     assert not result.order_violations
 
 
-def test_sigterm_mid_stream_exits_zero_then_restart_has_no_duplicates(bootstrap_servers, tiny_model_dir, topics,
-                                                                      tmp_path):
+def test_sigterm_mid_stream_exits_zero_then_restart_has_no_duplicates(
+    bootstrap_servers, tiny_model_dir, topics, tmp_path
+):
     first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 2000, 400, 300)
     began = time.monotonic()
     assert first.terminate(timeout_s=30) == 0
@@ -99,8 +103,11 @@ def test_sigterm_mid_stream_exits_zero_then_restart_has_no_duplicates(bootstrap_
 def test_consumer_joining_and_leaving_mid_stream(bootstrap_servers, tiny_model_dir, topics, tmp_path):
     first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 1200, 300, 200)
     second = start(bootstrap_servers, tiny_model_dir, topics, tmp_path, "second")
-    wait_until(lambda: any(line.get("event") == "partitions_assigned" and line["partitions"]
-                           for line in second.log_lines()), 90, "the second member to take partitions")
+    wait_until(
+        lambda: any(line.get("event") == "partitions_assigned" and line["partitions"] for line in second.log_lines()),
+        90,
+        "the second member to take partitions",
+    )
     producer.join(60)
     produce(bootstrap_servers, topics["input_topic"], inquiries(1200, 800))  # work for both members
     wait_until(lambda: second.routed_count() > 0, 90, "the second member to route")
@@ -157,8 +164,14 @@ def test_inference_slower_than_max_poll_interval_keeps_membership(bootstrap_serv
     from consumer.runner import Runner
     from consumer.settings import Settings
 
-    settings = Settings(bootstrap_servers=bootstrap_servers, session_timeout_ms=6000, max_poll_interval_ms=6000,
-                        batch_size=20, topic_partitions=PARTITIONS, **topics)
+    settings = Settings(
+        bootstrap_servers=bootstrap_servers,
+        session_timeout_ms=6000,
+        max_poll_interval_ms=6000,
+        batch_size=20,
+        topic_partitions=PARTITIONS,
+        **topics,
+    )
     prepare_topics(settings)
     produce(bootstrap_servers, settings.input_topic, inquiries(0, 40))
     runner = Runner(settings, build_processor(settings, SlowModel(tiny_model, seconds=8.0)))
@@ -181,23 +194,38 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def test_hostile_input_right_outcome_each_time_and_bounded_memory(bootstrap_servers, tiny_model_dir, topics,
-                                                                  tmp_path):
+def test_hostile_input_right_outcome_each_time_and_bounded_memory(bootstrap_servers, tiny_model_dir, topics, tmp_path):
     import orjson
 
     from schemas.deadletter import DeadLetterHeaders
     from tests.fakes import BAD_RECORDS
 
     # A producer limit of 5,800 bytes makes a 5,400-character inquiry's enriched event (+526 bytes) too large.
-    service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=BATCH,
-                      producer_properties='{"message.max.bytes": "5800"}')
+    service = Service(
+        bootstrap_servers,
+        tiny_model_dir,
+        topics,
+        tmp_path / "service.log",
+        batch_size=BATCH,
+        producer_properties='{"message.max.bytes": "5800"}',
+    )
     wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
     megabyte = orjson.dumps({"event_id": "huge", "text": "refund " * 150_000})  # ~1 MB of text
     records = [
         (b"dup", orjson.dumps({"event_id": "same-id", "text": "i want a refund thanks", "seq": 0}), []),
         (b"dup", orjson.dumps({"event_id": "same-id", "text": "i want a refund thanks", "seq": 1}), []),
-        (b"unknown", orjson.dumps({"event_id": "unknown-fields", "text": "track my order please",
-                                   "x": {"deep": [1, {"y": None}]}, "priority": 3}), []),
+        (
+            b"unknown",
+            orjson.dumps(
+                {
+                    "event_id": "unknown-fields",
+                    "text": "track my order please",
+                    "x": {"deep": [1, {"y": None}]},
+                    "priority": 3,
+                }
+            ),
+            [],
+        ),
         (b"big-out", orjson.dumps({"event_id": "big-output", "text": "track my order " * 360}), []),
         (b"huge", megabyte, []),
     ] + [(f"bad-{kind}".encode(), value, []) for kind, (value, _) in sorted(BAD_RECORDS.items())]
@@ -235,11 +263,18 @@ def test_hostile_input_right_outcome_each_time_and_bounded_memory(bootstrap_serv
 
 
 def test_exactly_once_mode_commits_outputs_and_offsets_together(bootstrap_servers, tiny_model_dir, topics, tmp_path):
-    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 1200, 400, 200,
-                                               processing_guarantee="exactly_once")
+    first, producer = streaming_into_a_service(
+        bootstrap_servers, tiny_model_dir, topics, tmp_path, 1200, 400, 200, processing_guarantee="exactly_once"
+    )
     assert first.terminate(timeout_s=30) == 0
-    second = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "second.log", batch_size=BATCH,
-                     processing_guarantee="exactly_once")
+    second = Service(
+        bootstrap_servers,
+        tiny_model_dir,
+        topics,
+        tmp_path / "second.log",
+        batch_size=BATCH,
+        processing_guarantee="exactly_once",
+    )
     producer.join(60)
     result = reconcile_until_complete(bootstrap_servers, topics, {f"ev-{i}" for i in range(1200)})
     assert second.terminate() == 0
@@ -247,8 +282,9 @@ def test_exactly_once_mode_commits_outputs_and_offsets_together(bootstrap_server
     assert not [line for line in first.log_lines() + second.log_lines() if line.get("event") == "publish_failed"]
 
 
-def test_exactly_once_kill9_of_a_member_mid_stream_duplicates_nothing(bootstrap_servers, tiny_model_dir, topics,
-                                                                       tmp_path):
+def test_exactly_once_kill9_of_a_member_mid_stream_duplicates_nothing(
+    bootstrap_servers, tiny_model_dir, topics, tmp_path
+):
     """A member killed with transactions open: its successor (same transactional.id) fences it and aborts what it
     left open, so a read_committed reader sees every input once.
 
@@ -257,12 +293,19 @@ def test_exactly_once_kill9_of_a_member_mid_stream_duplicates_nothing(bootstrap_
     its open transaction. On a broker that hides them, it demands none.
     """
     strict = hides_aborted_records(bootstrap_servers)
-    first, producer = streaming_into_a_service(bootstrap_servers, tiny_model_dir, topics, tmp_path, 1200, 400, 200,
-                                               processing_guarantee="exactly_once")
+    first, producer = streaming_into_a_service(
+        bootstrap_servers, tiny_model_dir, topics, tmp_path, 1200, 400, 200, processing_guarantee="exactly_once"
+    )
     first.kill9()
     routed_before_kill = first.routed_count()
-    second = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "second.log", batch_size=BATCH,
-                     processing_guarantee="exactly_once")
+    second = Service(
+        bootstrap_servers,
+        tiny_model_dir,
+        topics,
+        tmp_path / "second.log",
+        batch_size=BATCH,
+        processing_guarantee="exactly_once",
+    )
     producer.join(60)
     result = reconcile_until_complete(bootstrap_servers, topics, {f"ev-{i}" for i in range(1200)})
     assert second.terminate() == 0
@@ -272,8 +315,7 @@ def test_exactly_once_kill9_of_a_member_mid_stream_duplicates_nothing(bootstrap_
     assert result.duplicates <= allowed, (result.duplicates, allowed)
 
 
-def test_exactly_once_mode_dead_letters_an_output_too_large(bootstrap_servers, tiny_model_dir,
-                                                              topics, tmp_path):
+def test_exactly_once_mode_dead_letters_an_output_too_large(bootstrap_servers, tiny_model_dir, topics, tmp_path):
     import orjson
 
     from schemas.deadletter import DeadLetterHeaders
@@ -282,12 +324,22 @@ def test_exactly_once_mode_dead_letters_an_output_too_large(bootstrap_servers, t
     # client refuses it itself, and its dead letter takes its place in the same transaction. (A refusal by the broker
     # aborts the transaction instead; tests/test_publisher.py covers it, since the embedded broker ignores a topic's
     # max.message.bytes.)
-    service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=BATCH,
-                      processing_guarantee="exactly_once", producer_properties='{"message.max.bytes": "5800"}')
+    service = Service(
+        bootstrap_servers,
+        tiny_model_dir,
+        topics,
+        tmp_path / "service.log",
+        batch_size=BATCH,
+        processing_guarantee="exactly_once",
+        producer_properties='{"message.max.bytes": "5800"}',
+    )
     wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
     big = orjson.dumps({"event_id": "big-output", "text": "track my order " * 360})
-    records = [(b"before", orjson.dumps({"event_id": "before", "text": "i want a refund"}), []), (b"big-out", big, []),
-               (b"after", orjson.dumps({"event_id": "after", "text": "where is my order"}), [])]
+    records = [
+        (b"before", orjson.dumps({"event_id": "before", "text": "i want a refund"}), []),
+        (b"big-out", big, []),
+        (b"after", orjson.dumps({"event_id": "after", "text": "where is my order"}), []),
+    ]
     produce(bootstrap_servers, topics["input_topic"], records)
     found = read_outputs(bootstrap_servers, topics, expected=len(records), timeout_s=60)
     assert len(found) == len(records)

@@ -33,8 +33,15 @@ def sasl_broker(tmp_path_factory):
 
 def test_the_service_routes_over_tls_with_the_certificate_checked(tls_broker, tiny_model_dir, topics, tmp_path):
     bootstrap, ca = tls_broker
-    service = Service(bootstrap, tiny_model_dir, topics, tmp_path / "service.log", security_protocol="SSL",
-                      ssl_ca_location=ca, topic_partitions=1)
+    service = Service(
+        bootstrap,
+        tiny_model_dir,
+        topics,
+        tmp_path / "service.log",
+        security_protocol="SSL",
+        ssl_ca_location=ca,
+        topic_partitions=1,
+    )
     config = {"bootstrap.servers": bootstrap, "security.protocol": "SSL", "ssl.ca.location": ca}
     wait_for_topics(bootstrap, list(topics.values())[:4], service=service, client_config=config)
     producer = Producer(config)
@@ -47,24 +54,43 @@ def test_the_service_routes_over_tls_with_the_certificate_checked(tls_broker, ti
     assert seen == {f"ev-{i}" for i in range(30)}
 
 
-def test_a_certificate_the_ca_did_not_sign_stops_the_service_with_a_clear_error(tls_broker, tiny_model_dir, topics,
-                                                                                tmp_path):
+def test_a_certificate_the_ca_did_not_sign_stops_the_service_with_a_clear_error(
+    tls_broker, tiny_model_dir, topics, tmp_path
+):
     bootstrap, _ = tls_broker
     other_ca, _ = self_signed_certificate(tmp_path)  # trusts a CA that never signed the broker's certificate
-    code, took, log = run_until_exit(Service(bootstrap, tiny_model_dir, topics, tmp_path / "service.log",
-                                             security_protocol="SSL", ssl_ca_location=other_ca))
+    code, took, log = run_until_exit(
+        Service(
+            bootstrap,
+            tiny_model_dir,
+            topics,
+            tmp_path / "service.log",
+            security_protocol="SSL",
+            ssl_ca_location=other_ca,
+        )
+    )
     assert code == 1
     assert "refused the connection" in log and "certificate verify failed" in log, log[-2000:]
     assert took < 30, f"took {took:.0f}s to give up"
 
 
 @pytest.mark.parametrize("create_topics", [True, False])
-def test_a_refused_login_stops_the_service_at_once_with_a_clear_error(sasl_broker, tiny_model_dir, topics, tmp_path,
-                                                                      create_topics):
+def test_a_refused_login_stops_the_service_at_once_with_a_clear_error(
+    sasl_broker, tiny_model_dir, topics, tmp_path, create_topics
+):
     bootstrap, ca = sasl_broker
-    service = Service(bootstrap, tiny_model_dir, topics, tmp_path / "service.log", security_protocol="SASL_SSL",
-                      sasl_mechanism="SCRAM-SHA-512", sasl_username=USER, sasl_password=PASSWORD,
-                      ssl_ca_location=ca, create_topics=create_topics)
+    service = Service(
+        bootstrap,
+        tiny_model_dir,
+        topics,
+        tmp_path / "service.log",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=USER,
+        sasl_password=PASSWORD,
+        ssl_ca_location=ca,
+        create_topics=create_topics,
+    )
     code, took, log = run_until_exit(service)
     assert code == 1
     assert "refused the connection" in log and "authentication failed" in log.lower(), log[-2000:]
@@ -75,11 +101,27 @@ def test_a_refused_login_stops_the_service_at_once_with_a_clear_error(sasl_broke
 
 
 def test_print_config_masks_every_secret():
-    result = subprocess.run([sys.executable, "-m", "triage", "run", "--print-config", "--security-protocol",
-                             "SASL_SSL", "--sasl-username", USER],
-                            env={"TRIAGE_SASL_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin",
-                                 "TRIAGE_KAFKA_PROPERTIES": '{"sasl.oauthbearer.config": "clientSecret=abc123"}'},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "triage",
+            "run",
+            "--print-config",
+            "--security-protocol",
+            "SASL_SSL",
+            "--sasl-username",
+            USER,
+        ],
+        env={
+            "TRIAGE_SASL_PASSWORD": PASSWORD,
+            "PATH": "/usr/bin:/bin",
+            "TRIAGE_KAFKA_PROPERTIES": '{"sasl.oauthbearer.config": "clientSecret=abc123"}',
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     config = orjson.loads(result.stdout)
     assert config["sasl_username"] == USER and config["security_protocol"] == "SASL_SSL"
@@ -93,8 +135,9 @@ def run_until_exit(service: Service) -> tuple[int, float, str]:
 
 
 def read_event_ids(config: dict, topics: list[str], expected: int, timeout_s: float = 60) -> set[str]:
-    reader = Consumer({**config, "group.id": "tls-reader", "auto.offset.reset": "earliest",
-                       "enable.auto.commit": False})
+    reader = Consumer(
+        {**config, "group.id": "tls-reader", "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
     reader.subscribe(topics)
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s

@@ -20,8 +20,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def committed(bootstrap: str, group_id: str, topic: str, partitions: list[int]) -> dict[int, int]:
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id})
     try:
-        return {tp.partition: tp.offset for tp in probe.committed([TopicPartition(topic, p) for p in partitions],
-                                                                  timeout=10)}
+        return {
+            tp.partition: tp.offset
+            for tp in probe.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        }
     finally:
         probe.close()
 
@@ -37,10 +39,25 @@ def end_offsets(bootstrap: str, topic: str, expected: int) -> dict[int, int]:
 def test_inquiries_in_enriched_events_out(bootstrap_servers, tiny_model_dir, topics, tmp_path):
     n = 500
     keys = [f"customer-{i % 12}".encode() for i in range(n)]
-    good = [(keys[i], orjson.dumps({"event_id": f"ev-{i}", "text": TEXTS[i % len(TEXTS)], "seq": i,
-                                    "customer_id": keys[i].decode(), "extra": {"i": i}}), [("trace", b"%d" % i)])
-            for i in range(n)]
-    bad = [(f"bad-{kind}".encode(), value, [("kind", kind.encode())]) for kind, (value, _) in sorted(BAD_RECORDS.items())]
+    good = [
+        (
+            keys[i],
+            orjson.dumps(
+                {
+                    "event_id": f"ev-{i}",
+                    "text": TEXTS[i % len(TEXTS)],
+                    "seq": i,
+                    "customer_id": keys[i].decode(),
+                    "extra": {"i": i},
+                }
+            ),
+            [("trace", b"%d" % i)],
+        )
+        for i in range(n)
+    ]
+    bad = [
+        (f"bad-{kind}".encode(), value, [("kind", kind.encode())]) for kind, (value, _) in sorted(BAD_RECORDS.items())
+    ]
 
     service = Service(bootstrap_servers, tiny_model_dir, topics, tmp_path / "service.log", batch_size=32)
     try:
@@ -48,8 +65,9 @@ def test_inquiries_in_enriched_events_out(bootstrap_servers, tiny_model_dir, top
         out_topics = [topics["auto_topic"], topics["human_topic"], topics["dlq_topic"]]
         wait_for_topics(bootstrap_servers, [topics["input_topic"], *out_topics], service=service)
         produce(bootstrap_servers, topics["input_topic"], records)
-        found = consume(bootstrap_servers, out_topics, expected=n + len(bad), timeout_s=180,
-                        abort=lambda: not service.alive())
+        found = consume(
+            bootstrap_servers, out_topics, expected=n + len(bad), timeout_s=180, abort=lambda: not service.alive()
+        )
     finally:
         code = service.terminate()
     log = (tmp_path / "service.log").read_text()
