@@ -26,6 +26,9 @@ def load_model(settings: Settings) -> TriageModel:
         top_k=settings.top_k,
         batch_size=settings.inference_batch_size,
         backend=settings.backend,
+        bf16=settings.cpu_bf16,
+        torch_threads=settings.torch_threads,
+        parallel_models=settings.parallel_models,
     )
 
 

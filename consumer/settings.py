@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     top_k: int = Field(default=3, ge=3)
     # the most texts per forward pass; unset: 16 on CPU (less padding), 256 on a GPU
     inference_batch_size: int | None = Field(default=None, ge=1)
+    # CPU: torch threads per model, and whether the intent and sentiment models run side by side; unset, two or
+    # more cores run them side by side with half the cores each (measured with `triage bench`)
+    torch_threads: int | None = Field(default=None, ge=1)
+    parallel_models: bool | None = None
+    # CPU: bf16 on AVX-512/AMX cores for the torch path (false keeps float32)
+    cpu_bf16: bool = True
 
     # Micro-batching: a batch takes what is queued (up to batch_size) and, once it has a first message,
     # waits at most batch_max_wait_ms more to fill its first forward pass (inference_batch_size); a lone

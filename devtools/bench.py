@@ -171,6 +171,9 @@ def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings) ->
         top_k=settings.top_k,
         batch_size=settings.inference_batch_size,
         backend=settings.backend,
+        bf16=settings.cpu_bf16,
+        torch_threads=settings.torch_threads,
+        parallel_models=settings.parallel_models,
     )
     for start in range(0, min(len(texts), 2 * batch_size), batch_size):  # warm-up
         model.predict(texts[start : start + batch_size])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.utils import logging as hf_logging
 
 from model.artifacts import Manifest, read_manifest
-from model.errors import ArtifactError, InferenceError, ModelError
+from model.errors import ArtifactError, InferenceError
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -66,7 +65,7 @@ class DeviceChoice:
         return f"{self.device.type}/{dtype}"
 
 
-def choose_device(preference: str = "auto") -> DeviceChoice:
+def choose_device(preference: str = "auto", bf16: bool = True) -> DeviceChoice:
     """CUDA when present (fp16/bf16 autocast), bf16 autocast on AVX-512/AMX CPUs, else fp32.
 
     ``preference`` is ``auto``, ``cpu`` or ``cuda``; ``TRIAGE_DISABLE_BF16=1`` forces fp32 on CPU.
@@ -79,10 +78,9 @@ def choose_device(preference: str = "auto") -> DeviceChoice:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return DeviceChoice(torch.device("cuda"), dtype)
     capability = torch.backends.cpu.get_cpu_capability()
-    bf16 = capability.startswith("AVX512") or "AMX" in capability
-    if os.environ.get("TRIAGE_DISABLE_BF16") == "1":
-        bf16 = False
-    return DeviceChoice(torch.device("cpu"), torch.bfloat16 if bf16 else None)
+    # bf16=False (Settings.cpu_bf16) keeps float32 where bf16 would be chosen
+    use_bf16 = bf16 and (capability.startswith("AVX512") or "AMX" in capability)
+    return DeviceChoice(torch.device("cpu"), torch.bfloat16 if use_bf16 else None)
 
 
 @dataclass(frozen=True)
@@ -93,46 +91,23 @@ class CpuPlan:
     parallel_models: bool
 
 
-def cpu_plan() -> CpuPlan:
-    """The CPU plan of the service process, decided (and torch's thread count set) on first use.
+def cpu_plan(threads: int | None = None, parallel_models: bool | None = None) -> CpuPlan:
+    """How the service process uses its cores on CPU; sets torch's thread count to match.
 
-    Called when a :class:`~model.TriageModel` is built on CPU, not by :class:`TextClassifier` alone
-    (evaluating one model keeps torch's defaults). ``TRIAGE_TORCH_THREADS=N`` and
-    ``TRIAGE_PARALLEL_MODELS=0|1`` override the defaults, which were measured with ``triage bench``.
+    Called when a :class:`~model.TriageModel` is built on CPU, not by :class:`TextClassifier` alone (evaluating
+    one model keeps torch's defaults). Unset, the two models run side by side on two or more cores, each with
+    half of them (measured with ``triage bench``); Settings.torch_threads and Settings.parallel_models override.
     """
-    global _PLAN
-    if _PLAN is None:
-        cores = torch.get_num_threads()  # torch's default: the cores this process may use
-        parallel = _env_flag("TRIAGE_PARALLEL_MODELS", default=cores >= 2)
-        threads = _env_int("TRIAGE_TORCH_THREADS", default=max(1, cores // 2) if parallel else cores)
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
-        _PLAN = CpuPlan(threads=torch.get_num_threads(), parallel_models=parallel)
-    return _PLAN
+    cores = _PROCESS_CORES
+    parallel = cores >= 2 if parallel_models is None else parallel_models
+    wanted = threads or (max(1, cores // 2) if parallel else cores)
+    if wanted != torch.get_num_threads():
+        torch.set_num_threads(wanted)
+    return CpuPlan(threads=torch.get_num_threads(), parallel_models=parallel)
 
 
-_PLAN: CpuPlan | None = None
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return max(1, int(value))
-    except ValueError:
-        raise ModelError(f"{name} must be a whole number, not {value!r}") from None
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ModelError(f"{name} must be one of 1/true/yes/on or 0/false/no/off, not {value!r}")
+#: the cores this process may use (torch's default thread count), read before any plan changes it
+_PROCESS_CORES = torch.get_num_threads()
 
 
 class TextClassifier:
@@ -156,7 +131,12 @@ class TextClassifier:
 
     @classmethod
     def load(
-        cls, directory: str | Path, device: str = "auto", backend: str = "auto", threads: int | None = None
+        cls,
+        directory: str | Path,
+        device: str = "auto",
+        backend: str = "auto",
+        threads: int | None = None,
+        bf16: bool = True,
     ) -> TextClassifier:
         """Load an artifact directory.
 
@@ -181,7 +161,7 @@ class TextClassifier:
             raise ArtifactError(
                 f"{directory}: config id2label {id2label} does not match manifest labels {manifest.labels}"
             )
-        choice = choose_device(device)
+        choice = choose_device(device, bf16)
         network, note = None, None
         if backend != "torch":
             network, note = _onnx_network(directory, manifest, choice, tokenizer, threads)
@@ -321,7 +301,7 @@ def _cast_linear_weights(network: torch.nn.Module, dtype: torch.dtype) -> None:
     for module in network.modules():
         if isinstance(module, torch.nn.Linear):
             module.to(dtype)
-    if dtype is not torch.bfloat16 or os.environ.get("TRIAGE_DISABLE_PACKING") == "1":
+    if dtype is not torch.bfloat16:
         return
     for module in list(network.modules()):
         for child_name, child in list(module.named_children()):

@@ -36,7 +36,12 @@ class TriageModel:
     """The intent and sentiment classifiers the service runs, loaded from ``DIR/intent`` and ``DIR/sentiment``."""
 
     def __init__(
-        self, intent: TextClassifier, sentiment: TextClassifier, top_k: int = 3, batch_size: int | None = None
+        self,
+        intent: TextClassifier,
+        sentiment: TextClassifier,
+        top_k: int = 3,
+        batch_size: int | None = None,
+        cpu: CpuPlan | None = None,
     ):
         if intent.manifest.task != "intent" or sentiment.manifest.task != "sentiment":
             raise ArtifactError("expected an intent and a sentiment artifact")
@@ -56,7 +61,7 @@ class TriageModel:
         self._pool: ThreadPoolExecutor | None = None
         self.cpu: CpuPlan | None = None
         if intent.device.device.type == "cpu" and sentiment.device.device.type == "cpu":
-            self.cpu = cpu_plan()
+            self.cpu = cpu or cpu_plan()
             if self.cpu.parallel_models:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-model")
 
@@ -68,15 +73,21 @@ class TriageModel:
         top_k: int = 3,
         batch_size: int | None = None,
         backend: str = "auto",
+        bf16: bool = True,
+        torch_threads: int | None = None,
+        parallel_models: bool | None = None,
     ) -> TriageModel:
-        """Load ``DIR/intent`` and ``DIR/sentiment``; ``backend`` as in :meth:`TextClassifier.load`."""
+        """Load ``DIR/intent`` and ``DIR/sentiment``; ``backend`` and ``bf16`` as in :meth:`TextClassifier.load`,
+        ``torch_threads`` and ``parallel_models`` as in :func:`~model.classifier.cpu_plan`."""
         model_dir = Path(model_dir)
-        threads = cpu_plan().threads if choose_device(device).device.type == "cpu" else None
+        plan = cpu_plan(torch_threads, parallel_models) if choose_device(device).device.type == "cpu" else None
+        threads = plan.threads if plan else None
         return cls(
-            TextClassifier.load(model_dir / "intent", device, backend, threads),
-            TextClassifier.load(model_dir / "sentiment", device, backend, threads),
+            TextClassifier.load(model_dir / "intent", device, backend, threads, bf16),
+            TextClassifier.load(model_dir / "sentiment", device, backend, threads, bf16),
             top_k=top_k,
             batch_size=batch_size,
+            cpu=plan,
         )
 
     @property

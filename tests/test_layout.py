@@ -26,3 +26,15 @@ def test_running_the_service_loads_neither_training_nor_the_dev_tools():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_service_reads_the_environment_only_through_settings():
+    offenders = []
+    for package in ("schemas", "model", "consumer"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.relative_to(ROOT).as_posix() == "consumer/settings.py":
+                continue
+            text = path.read_text(encoding="utf-8")
+            if "os.environ" in text or "getenv(" in text:
+                offenders.append(path.relative_to(ROOT).as_posix())
+    assert offenders == []

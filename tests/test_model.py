@@ -173,15 +173,22 @@ def test_a_tokenizer_that_does_not_fit_or_damaged_weights_are_refused(tiny_model
         TextClassifier.load(tmp_path / "truncated", backend="torch")
 
 
-def test_cpu_plan_variables_are_checked(monkeypatch):
-    from model.classifier import _env_flag, _env_int
-    from model.errors import ModelError
+def test_cpu_plan_settings_are_checked_and_applied(monkeypatch):
+    from pydantic import ValidationError
+
+    from consumer.settings import Settings
+    from model.classifier import cpu_plan
 
     monkeypatch.setenv("TRIAGE_PARALLEL_MODELS", "off")
-    assert _env_flag("TRIAGE_PARALLEL_MODELS", default=True) is False
+    monkeypatch.setenv("TRIAGE_TORCH_THREADS", "1")
+    settings = Settings()
+    assert settings.parallel_models is False and settings.torch_threads == 1
+    plan = cpu_plan(settings.torch_threads, settings.parallel_models)
+    assert plan.threads == 1 and plan.parallel_models is False
     monkeypatch.setenv("TRIAGE_PARALLEL_MODELS", "maybe")  # was silently false
-    with pytest.raises(ModelError, match="TRIAGE_PARALLEL_MODELS"):
-        _env_flag("TRIAGE_PARALLEL_MODELS", default=True)
-    monkeypatch.setenv("TRIAGE_TORCH_THREADS", "abc")  # was a ValueError traceback from the CLI
-    with pytest.raises(ModelError, match="whole number"):
-        _env_int("TRIAGE_TORCH_THREADS", default=1)
+    with pytest.raises(ValidationError, match="parallel_models"):
+        Settings()
+    monkeypatch.setenv("TRIAGE_PARALLEL_MODELS", "on")
+    monkeypatch.setenv("TRIAGE_TORCH_THREADS", "abc")
+    with pytest.raises(ValidationError, match="torch_threads"):
+        Settings()
