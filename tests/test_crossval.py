@@ -8,11 +8,11 @@ import re
 import numpy as np
 import pytest
 
+from tests.paths import DATA_DIR
 from training import data as bitext
 from training.augment import PROTECTED, Augmentation, augment
 from training.calibration import expected_calibration_error, softmax
 from training.crossval import FOLD_RELEASES, STRESS_FOLD, make_folds, summarise
-from training.paths import DATA_DIR
 from training.slots import SLOT_RE
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import DATA_DIR
 from training import data as bitext
-from training.paths import DATA_DIR
 from training.slots import fill_slots, has_slots, slot_entity
 
 CATEGORIES = {

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
+from tests.paths import DATA_DIR
 from training import sentiment_data as sd
-from training.paths import DATA_DIR
 
 POLARITY = {
     "joy": "positive",

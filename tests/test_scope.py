@@ -46,8 +46,8 @@ def test_the_model_decides_the_rest(text):
 
 
 def test_the_character_rules_never_mark_a_bitext_inquiry():
+    from tests.paths import DATA_DIR
     from training import data as bitext
-    from training.paths import DATA_DIR
 
     rows = bitext.load_release(DATA_DIR, "4k5") + bitext.load_release(DATA_DIR, "8k")
     assert [x.text for x in rows if out_of_scope_reason(x.text)] == []
@@ -100,8 +100,8 @@ def test_words_the_tokenizer_does_not_know_are_out_of_scope(minilm_gate):
 
 
 def test_the_vocabulary_rule_marks_almost_no_bitext_inquiry(minilm_gate):
+    from tests.paths import DATA_DIR
     from training import data as bitext
-    from training.paths import DATA_DIR
 
     rows = bitext.load_release(DATA_DIR, "4k5") + bitext.load_release(DATA_DIR, "8k")
     marked = [x.text for x in rows if minilm_gate.reason(x.text)]

@@ -103,3 +103,14 @@ def _help_of(parser, argv) -> str:
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
         parser.parse_args(argv)
     return out.getvalue()
+
+
+def test_training_writes_under_triage_home_not_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path))
+    for command, attribute, expected in (
+        (["train", "intent"], "output", tmp_path / "artifacts" / "intent"),
+        (["train", "sentiment"], "data_dir", tmp_path / "data"),
+        (["crossval", "intent"], "out", tmp_path / "reports" / "crossval"),
+        (["evaluate", "sentiment", "--data", "x.csv"], "model", tmp_path / "artifacts" / "sentiment"),
+    ):
+        assert getattr(build_parser().parse_args(command), attribute) == expected

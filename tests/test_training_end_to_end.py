@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import DATA_DIR
 from training import data as bitext
-from training.paths import DATA_DIR, default_base_model
+from training.paths import default_base_model
 from triage.cli import main
 
 ROWS_PER_RELEASE = 120

@@ -9,9 +9,10 @@ from pathlib import Path
 def train_default(task: str, output: Path, data_dir: Path | None = None, base_model: str | None = None):
     """Train the ``intent`` or ``sentiment`` model with the shipped recipe into ``output``; returns its manifest."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the base encoders ship in wheels; nothing is downloaded
-    from training.paths import DATA_DIR, default_base_model
+    from training.paths import data_dir as default_data_dir
+    from training.paths import default_base_model
 
-    data_dir = Path(data_dir or DATA_DIR)
+    data_dir = Path(data_dir or default_data_dir())
     base_model = base_model or default_base_model()
     if task == "intent":
         from training.intent import train_intent

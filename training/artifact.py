@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from model.artifacts import DataFile, Manifest, sha256_file, write_manifest
-from training.paths import PROJECT_ROOT
+from training.paths import home
 
 
 def data_file(path: Path, rows: int | None, role: str) -> DataFile:
     """A DataFile record; the path is relative to the project root when possible."""
     path = Path(path).resolve()
-    shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+    root = home().resolve()
+    shown = path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
     return DataFile(path=str(shown), sha256=sha256_file(path), rows=rows, role=role)
 
 

@@ -268,11 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     """Re-render a crossval.json as markdown; ``--embed FILE`` also puts it between FILE's crossval markers."""
     import argparse
 
-    from training.paths import REPORTS_DIR
+    from training.paths import reports_dir
     from training.report import embed
 
     parser = argparse.ArgumentParser(prog="python -m training.crossval", description=main.__doc__)
-    parser.add_argument("summary", type=Path, nargs="?", default=REPORTS_DIR / "crossval" / "crossval.json")
+    parser.add_argument("summary", type=Path, nargs="?", default=reports_dir() / "crossval" / "crossval.json")
     parser.add_argument("--embed", type=Path, default=None, metavar="FILE")
     args = parser.parse_args(argv)
     summary = json.loads(args.summary.read_text())

@@ -23,7 +23,7 @@ from training.engine import (
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
 from training.onnx_export import AccuracyCheck
-from training.paths import REPORTS_DIR
+from training.paths import reports_dir
 
 # chosen by the worst leave-one-release-out fold (`triage crossval intent`, docs/model-card.md): every layer
 # fine-tuned at a constant rate for two epochs on label-preserving variants, targets smoothed by 0.1
@@ -39,7 +39,7 @@ INTENT_DEFAULTS = TrainConfig(
 )
 
 #: what ``triage crossval intent`` writes by default; the shipped model takes its temperature from it
-CROSSVAL_REPORT = REPORTS_DIR / "crossval" / "crossval.json"
+CROSSVAL_REPORT: Path | None = None  # None: TRIAGE_HOME/reports/crossval/crossval.json
 
 #: text that is not a customer-service inquiry, for outlier exposure: Reddit comments and movie-review sentences
 OUTLIER_ROWS = 6000
@@ -200,7 +200,9 @@ def cross_release_temperature(recipe: IntentRecipe, base_model: str, report: Pat
     (the model is surer there than it is right), so a model trained on every release stores this one.
     """
     try:
-        summary = json.loads(Path(report or CROSSVAL_REPORT).read_text())
+        summary = json.loads(
+            Path(report or CROSSVAL_REPORT or reports_dir() / "crossval" / "crossval.json").read_text()
+        )
     except (OSError, ValueError):
         return None
     same_base = Path(str(summary.get("base_model", ""))).name == Path(base_model).name

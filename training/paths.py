@@ -1,13 +1,35 @@
-"""Project locations used as defaults."""
+"""Where training reads its data and writes artifacts and reports: under TRIAGE_HOME, never the installed package."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = PROJECT_ROOT / "data"
-ARTIFACTS_DIR = PROJECT_ROOT / "artifacts"
-REPORTS_DIR = PROJECT_ROOT / "reports"
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Locations(BaseSettings):
+    """``TRIAGE_HOME`` (default: the current directory) holds ``data/``, ``artifacts/`` and ``reports/``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", frozen=True, extra="ignore")
+
+    home: Path = Path(".")
+
+
+def home() -> Path:
+    return Locations().home
+
+
+def data_dir() -> Path:
+    """The vendored data sets (``data/`` of a checkout)."""
+    return home() / "data"
+
+
+def artifacts_dir() -> Path:
+    return home() / "artifacts"
+
+
+def reports_dir() -> Path:
+    return home() / "reports"
 
 
 def default_base_model() -> str:

@@ -16,10 +16,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from training.paths import ARTIFACTS_DIR, DATA_DIR, REPORTS_DIR
+from training.paths import artifacts_dir, data_dir, reports_dir
 
 CROSS_RELEASE = {"8k": "4k5", "4k5": "8k"}  # trained on -> validated on
-SENTIMENT_SOURCES = ("cs-holdout", "tweeteval-val", "tweeteval-test", "bitext-4k5", "goemotions-test", "probe")
+SENTIMENT_SOURCES = ("cs-holdout", "tweeteval-val-holdout", "tweeteval-test", "bitext-4k5", "goemotions-test", "probe")
 
 
 def write_csv(path: Path, rows) -> Path:
@@ -299,9 +299,9 @@ def artifacts_section(artifacts: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--artifacts", type=Path, default=ARTIFACTS_DIR, help="where the models are")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--output", type=Path, default=REPORTS_DIR / "results.md")
+    parser.add_argument("--artifacts", type=Path, default=artifacts_dir(), help="where the models are")
+    parser.add_argument("--data-dir", type=Path, default=data_dir())
+    parser.add_argument("--output", type=Path, default=reports_dir() / "results.md")
     parser.add_argument("--train-missing", action="store_true", help="train absent cross-release intent models")
     parser.add_argument(
         "--readme",
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tmp = REPORTS_DIR / "tmp"
+    tmp = reports_dir() / "tmp"
     lines = [
         "# Results",
         "",

@@ -1,5 +1,5 @@
 """``triage train``, ``triage crossval`` and ``triage evaluate``: their options, and the calls into training/ (imported
-only when one of them runs, so the service commands never load it)."""
+only when one of them runs, beyond its light path defaults, so the service commands never load torch)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from training.paths import artifacts_dir, data_dir, reports_dir
+
 EXIT_USAGE = 2
 
 _TRAIN_DEFAULTS = {  # mirrors INTENT_DEFAULTS / SENTIMENT_DEFAULTS, kept here so --help needs no torch
@@ -91,7 +92,7 @@ def _add_recipe_options(p: argparse.ArgumentParser, task: str) -> None:
         metavar="EPS",
         help="share of each target spread over the other labels (0: none)",
     )
-    p.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data", help="the vendored data sets")
+    p.add_argument("--data-dir", type=Path, default=data_dir(), help="the vendored data sets (TRIAGE_HOME/data)")
     if task == "intent":
         p.add_argument(
             "--no-augment",
@@ -126,7 +127,10 @@ def _add_train_parser(sub) -> None:
         )
         _add_recipe_options(p, task)
         p.add_argument(
-            "--output", type=Path, default=PROJECT_ROOT / "artifacts" / task, help="artifact directory to write"
+            "--output",
+            type=Path,
+            default=artifacts_dir() / task,
+            help="artifact directory to write (under TRIAGE_HOME/artifacts)",
         )
         if task == "intent":
             p.add_argument(
@@ -179,7 +183,7 @@ def _add_crossval_parser(sub) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        default=PROJECT_ROOT / "reports" / "crossval",
+        default=reports_dir() / "crossval",
         help="directory for crossval.json, crossval.md and the held-out logits",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -197,7 +201,7 @@ def _add_evaluate_parser(sub) -> None:
             "a header row. Labels the model does not know are an error (exit code 2).",
             formatter_class=_Help,
         )
-        p.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / task, help="artifact directory")
+        p.add_argument("--model", type=Path, default=artifacts_dir() / task, help="artifact directory")
         p.add_argument("--data", type=Path, required=True, help="CSV file to score")
         p.add_argument("--text-column", default="text", help="column holding the texts")
         p.add_argument("--label-column", default="label", help="column holding the gold labels")
