@@ -55,9 +55,13 @@ def test_mix_is_seeded_and_capped():
 
 def test_validation_sources_not_trained_on():
     train_texts = {r.text.lower() for r in sd.build_mix(DATA_DIR)}
-    tweets = sd.load_tweeteval(DATA_DIR, "val")
-    assert len(tweets) == 2000
-    assert sum(t.text.lower() in train_texts for t in tweets) < 5
+    trained, held = sd.split_tweeteval_val(DATA_DIR)
+    assert (len(trained), len(held)) == (1500, 500)
+    assert sum(t.text.lower() in train_texts for t in trained) > 1400  # the mix does train on this part
+    assert sum(t.text.lower() in train_texts for t in held) < 3  # near-identical tweets aside
+    for name in ("tweeteval-test", "goemotions-test", "cs-holdout", "probe"):
+        rows = sd.VALIDATION_SOURCES[name][0](DATA_DIR)
+        assert sum(r.text.lower() in train_texts for r in rows) < 0.01 * len(rows) + 5, name
 
 
 @pytest.mark.parametrize(

@@ -348,7 +348,7 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
     assert sum(training["rows"].values()) + training["calibration_rows"] == len(mixed)
     kept, held = stratified_holdout(mixed, sd.CALIBRATION_SHARE, 1, key=lambda r: (r.source, r.label))
     assert trained_on == [r.text for r in kept] and not set(trained_on) & {r.text for r in held}
-    for source in ("cs-holdout", "tweeteval-val", "bitext-4k5", "goemotions-test", "probe"):
+    for source in ("cs-holdout", "tweeteval-val-holdout", "bitext-4k5", "goemotions-test", "probe"):
         assert manifest.metrics[source]["n"] > 0
     assert {d.role for d in manifest.data} == {"train", "validation"}
     assert TextClassifier.load(out).predict_proba(["my parcel never arrived"]).shape == (1, 3)
@@ -358,7 +358,7 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
         assert check["n"] == manifest.metrics[source]["n"]
     assert set(manifest.onnx.accuracy_checks) == {
         "cs-holdout",
-        "tweeteval-val",
+        "tweeteval-val-holdout",
         "bitext-4k5",
         "goemotions-test",
         "probe",

@@ -124,6 +124,21 @@ def load_tweeteval(data_dir: Path, split: str) -> list[Labeled]:
     return [Labeled(t.strip(), names[int(y)], f"tweeteval-{split}") for t, y in zip(texts, labels, strict=True)]
 
 
+#: share of TweetEval val held out for validation; the rest is the only tweet-register text the mix trains on
+TWEETEVAL_VAL_HOLDOUT = 0.25
+
+
+def split_tweeteval_val(data_dir: Path) -> tuple[list[Labeled], list[Labeled]]:
+    """TweetEval val cut in two with a fixed shuffle: (trained on, held out). TweetEval test is never trained on."""
+    rows = load_tweeteval(data_dir, "val")
+    order = list(range(len(rows)))
+    random.Random(13).shuffle(order)
+    cut = len(rows) - round(len(rows) * TWEETEVAL_VAL_HOLDOUT)
+    train = [Labeled(rows[i].text, rows[i].label, "tweeteval-val-train") for i in order[:cut]]
+    held = [Labeled(rows[i].text, rows[i].label, "tweeteval-val-holdout") for i in order[cut:]]
+    return train, held
+
+
 def _labeled_csv(path: Path, source: str) -> list[Labeled]:
     """A ``text,label`` CSV written for this project."""
     return [Labeled(r["text"], r["label"], source) for r in bitext.read_csv_rows(path)]
@@ -212,7 +227,7 @@ DEFAULT_MIX: tuple[MixPart, ...] = (
     MixPart("bitext-8k", NEGATIVE, None),
     MixPart("goemotions-train", NEGATIVE, 2500),
     MixPart("goemotions-train", POSITIVE, 2500),
-    MixPart("goemotions-train", NEUTRAL, 500),
+    MixPart("goemotions-train", NEUTRAL, 3000),
     MixPart("sst5-train", NEGATIVE, None),
     MixPart("sst5-train", POSITIVE, 1000),
     MixPart("customer_reviews", NEGATIVE, None),
@@ -220,6 +235,10 @@ DEFAULT_MIX: tuple[MixPart, ...] = (
     MixPart("cs-written", NEGATIVE, None),
     MixPart("cs-written", NEUTRAL, None),
     MixPart("cs-written", POSITIVE, None),
+    # tweets to a brand's account: the register of TweetEval, whose broad neutral the other sources lack
+    MixPart("tweeteval-val-train", NEGATIVE, None),
+    MixPart("tweeteval-val-train", NEUTRAL, None),
+    MixPart("tweeteval-val-train", POSITIVE, None),
 )
 
 #: source name -> (loader, file paths relative to the data dir) for training sources
@@ -232,11 +251,18 @@ TRAIN_SOURCES = {
     "sst5-train": (lambda d: load_sst5(d, "train"), ["sst5/train.txt"]),
     "customer_reviews": (load_customer_reviews, ["customer_reviews/custrev.txt"]),
     "cs-written": (load_written, ["written/customer_service_messages.csv"]),
+    "tweeteval-val-train": (
+        lambda d: split_tweeteval_val(d)[0],
+        ["tweeteval/val_text.txt", "tweeteval/val_labels.txt"],
+    ),
 }
 
 #: validation sources, none of them trained on (name -> loader, files)
 VALIDATION_SOURCES = {
-    "tweeteval-val": (lambda d: load_tweeteval(d, "val"), ["tweeteval/val_text.txt", "tweeteval/val_labels.txt"]),
+    "tweeteval-val-holdout": (
+        lambda d: split_tweeteval_val(d)[1],
+        ["tweeteval/val_text.txt", "tweeteval/val_labels.txt"],
+    ),
     "tweeteval-test": (lambda d: load_tweeteval(d, "test"), ["tweeteval/test_text.txt", "tweeteval/test_labels.txt"]),
     "bitext-4k5": (lambda d: load_bitext_sentiment(d, "4k5"), [bitext.BITEXT_4K5]),
     "goemotions-test": (lambda d: load_goemotions(d, "test"), ["goemotions/test.tsv"]),
