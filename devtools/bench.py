@@ -163,18 +163,9 @@ def bench_seed(model_dir: Path, texts: list[str], device: str = "cpu") -> dict[s
 
 def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings) -> dict[str, Any]:
     """TriageModel.predict on consecutive batches of the runner's batch size."""
-    from model import TriageModel
+    from consumer.app import load_model
 
-    model = TriageModel.load(
-        model_dir,
-        settings.device,
-        top_k=settings.top_k,
-        batch_size=settings.inference_batch_size,
-        backend=settings.backend,
-        bf16=settings.cpu_bf16,
-        torch_threads=settings.torch_threads,
-        parallel_models=settings.parallel_models,
-    )
+    model = load_model(settings.model_copy(update={"model_dir": Path(model_dir)}))
     for start in range(0, min(len(texts), 2 * batch_size), batch_size):  # warm-up
         model.predict(texts[start : start + batch_size])
     started = time.perf_counter()
