@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/ruff check schemas model consumer training devtools triage tests
 	$(BIN)/ruff format --check schemas model consumer training devtools triage tests
+
+# measure this machine (trained models in artifacts/) and regenerate docs/benchmarks.md from the report
+bench: setup
+	$(BIN)/triage bench --json --members 2 > reports/bench.json.tmp && mv reports/bench.json.tmp reports/bench.json
+	$(BIN)/python -m devtools.benchdoc
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

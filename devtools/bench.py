@@ -27,6 +27,7 @@ import csv
 import gc
 import math
 import os
+import platform
 import random
 import signal
 import subprocess
@@ -746,11 +747,11 @@ def _windows(arrivals: list, since: float, meter: CpuMeter, every_s: float = 5.0
     return out
 
 
-def _window_span(windows: list[dict[str, Any]]) -> float:
+def window_span(windows: list[dict[str, Any]]) -> float:
     return windows[1]["from_s"] - windows[0]["from_s"] if len(windows) > 1 else 5.0
 
 
-def _windows_note(windows: list[dict[str, Any]]) -> str:
+def windows_note(windows: list[dict[str, Any]]) -> str:
     """'p99 127, 139 ms; broker 0.32, 0.37 cores' for the console and markdown tables."""
     cores = ", ".join(f"{w['broker_cores']:.2f}" if w.get("broker_cores") is not None else "?" for w in windows)
     return "p99 " + ", ".join(f"{w['p99_ms']:.0f}" for w in windows) + f" ms; broker {cores} cores"
@@ -970,6 +971,7 @@ def run_bench(args: Any) -> int:
     load_after = _load()
 
     result = {
+        "host": describe_host(),
         "model_dir": str(options.model_dir),
         "texts_from": source,
         "cpu_count": os.cpu_count(),
@@ -993,6 +995,21 @@ def run_bench(args: Any) -> int:
     else:
         show(Console(), result)
     return 0
+
+
+def describe_host() -> dict[str, Any]:
+    """What the figures were measured on: CPU model and count, GPU name where one is used."""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    host: dict[str, Any] = {"cpu": cpu or platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        host["gpu"] = torch.cuda.get_device_name(0)
+    return host
 
 
 def show(console: Console, result: dict[str, Any]) -> None:
@@ -1028,7 +1045,7 @@ def show(console: Console, result: dict[str, Any]) -> None:
         str(e2e["messages"]),
         f"{e2e['per_s']:.1f}",
         f"{result['ratios']['e2e_over_seed']:.1f}",
-        f"{result['ratios']['e2e_over_model']:.2f} of model alone; startup {e2e['startup_s']}s{busy}" + _cpu_note(e2e),
+        f"{result['ratios']['e2e_over_model']:.2f} of model alone; startup {e2e['startup_s']}s{busy}" + cpu_note(e2e),
     )
     steady_service = latency.get("service") or {}
     table.add_row(
@@ -1039,11 +1056,11 @@ def show(console: Console, result: dict[str, Any]) -> None:
         f"p50 {latency['p50_ms']} / p95 {latency['p95_ms']} / p99 {latency['p99_ms']} ms "
         f"(max {latency['max_ms']})"
         + (f"; batches of {steady_service['mean_size']:.0f} on average" if steady_service else "")
-        + _cpu_note(latency),
+        + cpu_note(latency),
     )
     windows = latency.get("windows") or []
     if windows:
-        table.add_row(f"  by {_window_span(windows):.0f}s window", "", "", "", _windows_note(windows))
+        table.add_row(f"  by {window_span(windows):.0f}s window", "", "", "", windows_note(windows))
     scale = result.get("scale_out")
     if scale:
         table.add_row(
@@ -1051,53 +1068,14 @@ def show(console: Console, result: dict[str, Any]) -> None:
             str(scale["messages"]),
             f"{scale['per_s']:.1f}",
             f"{_ratio(scale['per_s'], seed['per_s']):.1f}",
-            f"{scale['over_one_member']:.2f} x one member; partitions split {scale['split']}" + _cpu_note(scale),
+            f"{scale['over_one_member']:.2f} x one member; partitions split {scale['split']}" + cpu_note(scale),
         )
     console.print(table)
 
 
-def _cpu_note(measured: dict[str, Any]) -> str:
+def cpu_note(measured: dict[str, Any]) -> str:
     """'; CPU: broker 0.2, service 1.7 cores' from a phase's ``cpu_cores``."""
     cores = measured.get("cpu_cores") or {}
     if not cores:
         return ""
     return "; CPU: " + ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in cores.items()) + " cores"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The README's table for a ``triage bench --json`` result: ``python -m devtools.bench reports/bench.json``."""
-    seed, model, e2e, latency = result["seed"], result["model"], result["end_to_end"], result["latency"]
-    ratios = result["ratios"]
-    rows = [
-        "| measurement | texts | rate (texts/s) | × seed | notes |",
-        "|---|---:|---:|---:|---|",
-        f"| (1) seed's way: `pipeline()` per inquiry, per model | {seed['texts']} | {seed['per_s']:.1f} | 1.0 | "
-        f"{seed.get('device', 'fp32')}, one call at a time |",
-        f"| (2) model alone, batches of {model['batch_size']} | {model['texts']} | {model['per_s']:.1f} | "
-        f"{ratios['model_over_seed']:.1f} | {model['device']}, {model['torch_threads']} thread(s) per model"
-        + (", models side by side" if model.get("parallel_models") else "")
-        + " |",
-        f"| (3) end to end, backlog through broker + `triage run` | {e2e['messages']} | {e2e['per_s']:.1f} | "
-        f"{ratios['e2e_over_seed']:.1f} | **{ratios['e2e_over_model']:.2f} of model alone**; "
-        f"{(e2e.get('service') or {}).get('batches', '?')} batches{_cpu_note(e2e)} |",
-        f"| (4) steady load at {latency['target_per_s']:.1f}/s for {latency['seconds']:.0f} s | {latency['messages']} "
-        f"| – | – | production → routed p50 {latency['p50_ms']} ms, p95 {latency['p95_ms']} ms, "
-        f"**p99 {latency['p99_ms']} ms**; batches of {(latency.get('service') or {}).get('mean_size', '?')} on average"
-        f"{_cpu_note(latency)} |",
-    ]
-    windows = latency.get("windows") or []
-    if windows:
-        rows.append(f"| (4) by {_window_span(windows)} s of production time | | | | {_windows_note(windows)} |")
-    scale = result.get("scale_out")
-    if scale:
-        rows.append(
-            f"| (5) {scale['members']} members, fresh backlog | {scale['messages']} | {scale['per_s']:.1f} | "
-            f"{_ratio(scale['per_s'], seed['per_s']):.1f} | {scale['over_one_member']:.2f} × one member (3); "
-            f"partitions split {scale['split']}{_cpu_note(scale)} |"
-        )
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":  # python -m devtools.bench reports/bench.json: the README's table
-    for name in sys.argv[1:]:
-        print(markdown(orjson.loads(Path(name).read_bytes())))

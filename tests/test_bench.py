@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 
-from devtools.bench import BenchOptions, load_texts, markdown, pick, run_bench
+from devtools.bench import BenchOptions, load_texts, pick, run_bench
+from devtools.benchdoc import table as markdown
 
 
 def _positive(value) -> bool:
@@ -49,7 +51,8 @@ def test_bench_json_reports_every_measurement(tiny_model_dir, capsys, monkeypatc
     assert {"broker", "service", "bench"} <= set(e2e["cpu_cores"]) and e2e["cpu_cores"]["service"] > 0
     assert {"broker", "steady_service", "bench"} <= set(latency["cpu_cores"])
     assert {"broker", "member1", "member2"} <= set(scale["cpu_cores"])
-    table = markdown(result)  # the README's table, from the same JSON
+    table = markdown(result)  # docs/benchmarks.md's table, from the same JSON
+    assert result["host"]["cpus"] == os.cpu_count()
     assert f"{e2e['per_s']:.1f}" in table and f"p99 {latency['p99_ms']} ms" in table and "(5) 2 members" in table
 
 
@@ -192,7 +195,7 @@ def test_cpu_meter_cores_over_a_window():
 
 
 def test_steady_load_windows_show_latency_and_broker_cpu_over_time():
-    from devtools.bench import Arrival, CpuMeter, _windows, markdown
+    from devtools.bench import Arrival, CpuMeter, _windows
 
     meter = CpuMeter(every_s=3600)
     meter.close()
@@ -219,3 +222,20 @@ def test_steady_load_windows_show_latency_and_broker_cpu_over_time():
     result = json.loads((Path(__file__).parent.parent / "reports" / "bench.json").read_text())
     result["latency"]["windows"] = windows
     assert "| (4) by 5.0 s of production time | | | | p99 50, 300 ms; broker 0.20, 0.60 cores |" in markdown(result)
+
+
+def test_benchmarks_page_is_the_one_the_reports_give():
+    """docs/benchmarks.md is generated from reports/bench*.json: edited figures (or a new report) fail here."""
+    from devtools import benchdoc
+
+    assert benchdoc.main(["--check"]) == 0, "run: python -m devtools.benchdoc"
+
+
+def test_sizing_is_computed_from_the_measured_rate():
+    from devtools.benchdoc import sizing
+
+    cpu = {"host": {"cpus": 2}, "end_to_end": {"per_s": 1000.0}}
+    gpu = {"host": {"cpus": 16, "gpu": "Some GPU"}, "end_to_end": {"per_s": 7000.0}}
+    rows = sizing([cpu, gpu], target=14_000).splitlines()[2:]
+    assert "| 20 | 20 | 40 cores |" in rows[0]  # 14,000 / (1,000 x 0.7)
+    assert "| 3 | 3 | 3 GPUs, one member each |" in rows[1]  # ceil(14,000 / 4,900)
