@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import ExitStack
+from types import FrameType
 
 import structlog
 
@@ -57,7 +58,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def handler(_signum, _frame):
+    def handler(_signum: int, _frame: FrameType | None) -> None:
         stop.set()  # nothing else: logging here could block on a lock the interrupted code holds
 
     signal.signal(signal.SIGTERM, handler)
@@ -85,15 +86,17 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
         prepare_topics(settings)
         log.info("heap_frozen", objects=freeze_long_lived())  # no full GC pass walks the models (consumer/heap.py)
         stack.callback(unfreeze)  # on the way out: a process that runs the service in-process gets its collector back
+
+        def swapped(new: TriageModel) -> None:
+            metrics.set_models(new.versions)
+            metrics.reloads.labels(outcome="swapped").inc()
+            refreeze()
+
         reloader = ModelReloader(
             settings,
             processor,
             load=lambda: load_model(settings),
-            on_swap=lambda new: (
-                metrics.set_models(new.versions),
-                metrics.reloads.labels(outcome="swapped").inc(),
-                refreeze(),
-            ),
+            on_swap=swapped,
             on_refuse=lambda: metrics.reloads.labels(outcome="refused").inc(),
         )
         stack.callback(reloader.close)

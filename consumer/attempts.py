@@ -20,10 +20,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-from confluent_kafka import KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from consumer.errors import TriageError
 
 _METADATA = re.compile(r"^triage:a=(\d+);s=(-?\d+)$")
 TP = tuple[str, int]
+
+
+def partition_of(message: Message) -> TP:
+    """The (topic, partition) of a consumed record; only error events lack them, and those are never batched."""
+    topic, partition = message.topic(), message.partition()
+    if topic is None or partition is None:
+        raise TriageError("a consumed record without a topic or partition")
+    return topic, partition
+
+
+def offset_of(message: Message) -> int:
+    """The offset of a consumed record (see :func:`partition_of`)."""
+    offset = message.offset()
+    if offset is None:
+        raise TriageError("a consumed record without an offset")
+    return offset
 
 
 @dataclass(frozen=True)
@@ -89,7 +107,7 @@ class CrashGuard:
         self.claimed: set[TP] = set()
         self.broker_keeps_metadata: bool | None = None  # learnt from the first claim
 
-    def assigned(self, consumer, partitions: Sequence[TopicPartition]) -> None:
+    def assigned(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         """Read the marks of newly assigned partitions (commit metadata, else the state file)."""
         tps = [TopicPartition(p.topic, p.partition) for p in partitions]
         try:
@@ -108,12 +126,12 @@ class CrashGuard:
             self.marks.pop(tp, None)
             self.claimed.discard(tp)
 
-    def plan(self, consumer, batch: Sequence[Message]) -> Plan:
+    def plan(self, consumer: Consumer, batch: Sequence[Message]) -> Plan:
         """Claim partitions met for the first time since assignment; isolate records of suspect partitions."""
         plan = Plan()
         first: dict[TP, int] = {}
         for m in batch:
-            first.setdefault((m.topic(), m.partition()), m.offset())
+            first.setdefault(partition_of(m), offset_of(m))
         claims: dict[TP, Mark] = {}
         for tp, offset in first.items():
             if tp in self.claimed:
@@ -138,11 +156,11 @@ class CrashGuard:
         taken: set[TP] = set()
         deferring: set[TP] = set()
         for m in batch:
-            tp = (m.topic(), m.partition())
+            tp = partition_of(m)
             mark = self.marks.get(tp)
             if tp in deferring:  # never past a deferred record: offsets are committed in order
                 plan.deferred.append(m)
-            elif mark is None or m.offset() >= mark.suspect_until:
+            elif mark is None or offset_of(m) >= mark.suspect_until:
                 plan.process.append(m)
             elif tp in taken:
                 deferring.add(tp)
@@ -168,8 +186,8 @@ class CrashGuard:
 
     def remember(self, committed: Sequence[TopicPartition]) -> None:
         """Offsets from :meth:`marked` that were committed."""
-        marks = {(tp.topic, tp.partition): Mark.parse(tp.offset, tp.metadata) for tp in committed}
-        marks = {tp: m for tp, m in marks.items() if m is not None}
+        parsed = {(tp.topic, tp.partition): Mark.parse(tp.offset, tp.metadata) for tp in committed}
+        marks = {tp: m for tp, m in parsed.items() if m is not None}
         self.marks.update(marks)
         if self.broker_keeps_metadata is False and marks:
             self.files.put(marks)
@@ -178,7 +196,7 @@ class CrashGuard:
         """The offsets this member last committed (or claimed) for ``tps``: never past a record not finished."""
         return [TopicPartition(t, p, self.marks[(t, p)].offset) for t, p in tps if (t, p) in self.marks]
 
-    def _write(self, consumer, claims: dict[TP, Mark]) -> None:
+    def _write(self, consumer: Consumer, claims: dict[TP, Mark]) -> None:
         self.marks.update(claims)
         offsets = [TopicPartition(t, p, m.offset, m.metadata()) for (t, p), m in claims.items()]
         try:

@@ -7,6 +7,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import orjson
@@ -19,7 +20,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     """``fmt`` is auto (console on a TTY, JSON otherwise), json or console. Logs go to ``stream`` (stdout)."""
     stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
-    processors: list = [
+    processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -27,7 +28,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     ]
     if console:
         processors.append(structlog.dev.ConsoleRenderer())
-        factory = structlog.PrintLoggerFactory(stream)
+        factory: structlog.PrintLoggerFactory | structlog.BytesLoggerFactory = structlog.PrintLoggerFactory(stream)
     else:
         processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
         factory = structlog.BytesLoggerFactory(stream.buffer if hasattr(stream, "buffer") else None)
@@ -47,7 +48,7 @@ class RepeatFolder:
     (the ones after the last line are not reported).
     """
 
-    def __init__(self, window_s: float = 30.0, clock=time.monotonic):
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.window_s = window_s
         self.clock = clock
         self._last: dict[object, tuple[float, int]] = {}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -12,6 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from schemas import ModelVersions
 from schemas.deadletter import HEADER_CLASS, HEADER_STAGE
+
+if TYPE_CHECKING:
+    from consumer.runner import BatchStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -67,7 +72,7 @@ class Metrics:
     def set_models(self, versions: ModelVersions) -> None:
         self.model.info({"intent": versions.intent, "sentiment": versions.sentiment})
 
-    def observe_batch(self, stats) -> None:
+    def observe_batch(self, stats: BatchStats) -> None:
         """Runner observer: counts and timings of one committed batch."""
         now = time.time()
         self.consumed.inc(stats.size)
@@ -77,8 +82,8 @@ class Metrics:
         for record in stats.records:
             if record.route == "dlq":
                 headers = dict(record.headers)
-                stage = headers.get(HEADER_STAGE, b"unknown").decode()
-                reason = headers.get(HEADER_CLASS, b"unknown").decode()
+                stage = _header_text(headers, HEADER_STAGE)
+                reason = _header_text(headers, HEADER_CLASS)
                 self.dead_letters.labels(stage=stage, reason=reason).inc()
             else:
                 self.routed.labels(route=record.route, intent=record.intent or "unknown").inc()
@@ -98,10 +103,15 @@ class Metrics:
                 pass
 
 
+def _header_text(headers: Mapping[str, bytes | None], name: str) -> str:
+    value = headers.get(name, b"unknown")
+    return value.decode() if value is not None else "unknown"
+
+
 class Health:
     """What /healthz and /readyz report; the runner and the app update it."""
 
-    def __init__(self, stall_timeout_s: float = 300.0, clock=time.monotonic):
+    def __init__(self, stall_timeout_s: float = 300.0, clock: Callable[[], float] = time.monotonic):
         self.model_loaded = False
         self.partitions = 0
         self.broker_reachable = False
@@ -119,7 +129,7 @@ class Health:
             since = self.unfinished_since
         return 0.0 if since is None else max(0.0, self.clock() - since)
 
-    def readiness(self) -> tuple[bool, dict]:
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
         age = self.unfinished_age()
         with self._lock:
             checks = {
@@ -132,14 +142,14 @@ class Health:
                 "publishing_ok": self.publishing_ok,
             }
             problem = self.model_problem
-        detail = {"checks": checks}
+        detail: dict[str, Any] = {"checks": checks}  # the JSON body of /readyz
         if problem:
             detail["model_problem"] = problem
         if age:
             detail["oldest_unfinished_s"] = round(age, 1)
         return all(checks.values()), detail
 
-    def update(self, **values) -> None:
+    def update(self, **values: object) -> None:
         with self._lock:
             for key, value in values.items():
                 setattr(self, key, value)
@@ -167,11 +177,11 @@ class MetricsServer:
         self.server.shutdown()
         self.server.server_close()
 
-    def _handler(self):
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server naming)
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
                 if self.path == "/metrics":
                     self._send(200, generate_latest(server.metrics.registry), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
@@ -190,7 +200,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *_args) -> None:  # no access log lines
+            def log_message(self, *_args: Any) -> None:  # no access log lines
                 pass
 
         return Handler

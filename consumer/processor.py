@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from pydantic import ValidationError
@@ -19,7 +19,10 @@ from model import InferenceError, Prediction, TriageModel
 from schemas import InquiryEvent, Triage
 from schemas.deadletter import DeadLetterHeaders, ErrorStage
 
-Headers = list[tuple[str, bytes]]
+#: headers as the service writes them; a header without a value keeps None
+Headers = list[tuple[str, bytes | None]]
+#: headers as confluent-kafka may hand them over (its ``HeadersType``)
+RawHeaders = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
 
 
 class KafkaMessage(Protocol):
@@ -27,7 +30,7 @@ class KafkaMessage(Protocol):
 
     def value(self) -> bytes | None: ...
     def key(self) -> bytes | None: ...
-    def headers(self) -> Headers | None: ...
+    def headers(self) -> RawHeaders | None: ...
     def topic(self) -> str | None: ...
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
@@ -69,7 +72,7 @@ class Rejection(Exception):
 @dataclass
 class _Accepted:
     index: int
-    payload: dict
+    payload: dict[str, Any]
     text: str
     prediction: Prediction | None = None
     rejection: Rejection | None = None
@@ -157,20 +160,21 @@ class Processor:
         )
 
     def dead_letter(self, message: KafkaMessage, rejection: Rejection) -> OutputRecord:
+        partition, offset = message.partition(), message.offset()
         headers = DeadLetterHeaders(
             stage=rejection.stage,
             error_class=rejection.error_class,
             message=rejection.message,
             source_topic=message.topic() or "",
-            source_partition=message.partition() if message.partition() is not None else -1,
-            source_offset=message.offset() if message.offset() is not None else -1,
+            source_partition=partition if partition is not None else -1,
+            source_offset=offset if offset is not None else -1,
             failed_at=self.clock().isoformat(),
         )
         return OutputRecord(
             topic=self.topics.dlq,
             key=message.key(),
             value=message.value(),
-            headers=input_headers(message) + headers.to_kafka(),
+            headers=[*input_headers(message), *headers.to_kafka()],
             source=message,
             route="dlq",
             error=rejection.error_class,
@@ -192,7 +196,7 @@ def input_headers(message: KafkaMessage) -> Headers:
     except Exception:  # e.g. a header name that is not UTF-8: confluent-kafka raises while decoding it
         return []
     out: Headers = []
-    for item in raw:
+    for item in raw.items() if isinstance(raw, dict) else raw:
         try:
             key, value = item
         except (TypeError, ValueError):
@@ -207,7 +211,7 @@ def input_headers(message: KafkaMessage) -> Headers:
     return out
 
 
-def decode(value: bytes | None, max_text_chars: int) -> tuple[dict, str]:
+def decode(value: bytes | None, max_text_chars: int) -> tuple[dict[str, Any], str]:
     """Parse and validate one message value; raise :class:`Rejection` saying why it is bad.
 
     Error messages name fields and error types only, never the inquiry's content.
@@ -250,10 +254,10 @@ def decode(value: bytes | None, max_text_chars: int) -> tuple[dict, str]:
 _LONG_INTEGER = re.compile(rb"(?<![\w.\"])-?\d{19,}(?![\d.eE])")
 
 
-def _lost_integer(payload: dict, raw: bytes) -> bool:
+def _lost_integer(payload: dict[str, Any], raw: bytes) -> bool:
     """orjson reads an integer beyond 64 bits as a float: an integral float that large, with such a long run of
     digits in the raw bytes, was an integer the output would no longer carry exactly."""
-    stack: list = [payload]
+    stack: list[Any] = [payload]
     found = False
     while stack and not found:
         item = stack.pop()

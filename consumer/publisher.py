@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.errors import DeliveryError, PublishRefused, TransactionUnknown
+from consumer.errors import DeliveryError, PublishRefused, TransactionUnknown, TriageError
 from consumer.processor import OutputRecord, Processor, Rejection
 
 # Broker answers that concern one record, not the connection: retrying the same record cannot succeed.
@@ -129,6 +129,12 @@ class Publisher:
     def close(self, timeout_s: float) -> int:
         return self.producer.flush(timeout_s) if self.producer is not None else 0
 
+    def _live(self) -> Producer:
+        """The producer of the publish in progress: :meth:`publish` makes one where :meth:`reset` left none."""
+        if self.producer is None:
+            raise DeliveryError("no producer")
+        return self.producer
+
     def publish(
         self,
         records: Sequence[OutputRecord],
@@ -148,22 +154,23 @@ class Publisher:
                 self.producer = self._new_producer()
             except KafkaException as exc:
                 raise DeliveryError(f"no producer: {exc.args[0].name()}") from exc
+        producer = self.producer
         outgoing = [self._sized(record) for record in records]  # records are replaced in place by their fallbacks
         alone: set[int] = set()  # indexes sent one at a time from now on
         if not self.transactional:
             self._deliver(outgoing, alone)
             return outgoing
+        if offsets is None:
+            raise TriageError("a transactional publish needs the batch's offsets")
         # A record the broker refuses leaves the transaction abortable: nothing more can join it. So abort and
         # run the batch again, with the refused records sent one at a time (a refusal covers a whole record
         # batch, neighbours included) and a record refused on its own replaced by its fallback. Each refusal
         # moves one record a step (alone, dead letter, pointer, PublishRefused), so the loop ends.
         for _attempt in range(3 * len(outgoing) + 1):
             try:
-                self.producer.begin_transaction()
+                producer.begin_transaction()
                 self._deliver(outgoing, alone)
-                self._retrying(
-                    lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s)
-                )
+                self._retrying(lambda: producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s))
             except _Refused as refused:
                 self._abort()
                 self._step_back(outgoing, alone, refused.refusals)
@@ -196,7 +203,7 @@ class Publisher:
         """Commit; an abortable failure aborts (the batch is retried), an unknown outcome is never taken for
         an abort: replaying the batch could duplicate what the broker did commit."""
         try:
-            self._retrying(lambda: self.producer.commit_transaction(self.timeout_s))
+            self._retrying(lambda: self._live().commit_transaction(self.timeout_s))
         except KafkaException as exc:
             error = exc.args[0]
             if error.txn_requires_abort():
@@ -212,7 +219,7 @@ class Publisher:
 
     def _abort(self) -> None:
         try:
-            self.producer.abort_transaction(self.timeout_s)
+            self._live().abort_transaction(self.timeout_s)
         except KafkaException:
             pass  # reset() replaces the producer
 
@@ -263,7 +270,7 @@ class Publisher:
         refused_for_good: list[tuple[str, KafkaError]] = []
         stopped: KafkaException | None = None
 
-        def on_delivery(index: int):
+        def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
             def callback(err: KafkaError | None, _msg: Message) -> None:
                 if err is None:
                     return
@@ -283,11 +290,11 @@ class Publisher:
                 stopped = exc
                 break
         deadline = time.monotonic() + self.timeout_s
-        remaining = self.producer.flush(0) if indexes else 0
+        remaining = self._live().flush(0) if indexes else 0
         while (
             remaining and not (self.transactional and refusals) and not refused_for_good and time.monotonic() < deadline
         ):
-            remaining = self.producer.flush(min(0.1, max(0.0, deadline - time.monotonic())))
+            remaining = self._live().flush(min(0.1, max(0.0, deadline - time.monotonic())))
         if refused_for_good:
             topic, error = refused_for_good[0]
             raise PublishRefused(f"the broker refuses records for {topic!r}: {error.name()}: {error.str()}")
@@ -304,16 +311,24 @@ class Publisher:
             raise DeliveryError(f"{len(transient)} output records failed: {transient[0].name()}")
         return refusals
 
-    def _produce(self, outgoing: list[OutputRecord], index: int, callback) -> None:
+    def _produce(
+        self, outgoing: list[OutputRecord], index: int, callback: Callable[[KafkaError | None, Message], None]
+    ) -> None:
+        producer = self._live()
         while True:
             record = outgoing[index]
             try:
-                self.producer.produce(
-                    record.topic, value=record.value, key=record.key, headers=record.headers, on_delivery=callback
+                producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    # the stub takes a list of (str, str | bytes | None), invariant, though produce only reads it
+                    headers=record.headers,  # type: ignore[arg-type]
+                    on_delivery=callback,
                 )
                 return
             except BufferError:  # local queue full: serve delivery reports, then try again
-                self.producer.poll(0.05)
+                producer.poll(0.05)
             except KafkaException as exc:
                 code = exc.args[0].code()
                 if code not in RECORD_ERRORS:

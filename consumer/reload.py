@@ -14,7 +14,7 @@ import structlog
 
 from consumer.processor import Processor
 from consumer.settings import Settings
-from model import ModelError, TriageModel
+from model import Manifest, ModelError, TriageModel
 from model.artifacts import read_manifest
 
 # Inquiries a new model must score (finite, valid labels) before it may serve.
@@ -36,8 +36,8 @@ class ModelReloader:
         settings: Settings,
         processor: Processor,
         load: Callable[[], TriageModel],
-        on_swap=None,
-        on_refuse=None,
+        on_swap: Callable[[TriageModel], None] | None = None,
+        on_refuse: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
@@ -50,7 +50,7 @@ class ModelReloader:
         #: refused versions -> (refusals so far, monotonic time before which the version is not tried again)
         self.refused: dict[tuple[str, ...], tuple[int, float]] = {}
         self._next_check = self.clock() + settings.reload_interval_s
-        self._pending: tuple[tuple[str, ...], Future] | None = None
+        self._pending: tuple[tuple[str, ...], Future[TriageModel]] | None = None
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-reload")
 
     def _current(self) -> tuple[str, ...]:
@@ -72,7 +72,7 @@ class ModelReloader:
     def tick(self) -> None:
         """Called by the runner between batches: finish a pending load, or look for a new version."""
         if self._pending is not None:
-            self._complete()
+            self._complete(*self._pending)
             return
         if self.settings.reload_interval_s <= 0 or self.clock() < self._next_check:
             return
@@ -93,8 +93,7 @@ class ModelReloader:
             raise ModelError("the new model failed its canary predictions")
         return model
 
-    def _complete(self) -> None:
-        versions, future = self._pending
+    def _complete(self, versions: tuple[str, ...], future: Future[TriageModel]) -> None:
         if not future.done():
             return
         self._pending = None
@@ -133,5 +132,5 @@ class ModelReloader:
         self._loader.shutdown(wait=False, cancel_futures=True)
 
 
-def _fingerprint(manifest) -> tuple[str, str]:
+def _fingerprint(manifest: Manifest) -> tuple[str, str]:
     return manifest.version, manifest.onnx.sha256 if manifest.onnx is not None else ""

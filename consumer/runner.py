@@ -17,11 +17,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.attempts import CrashGuard
+from consumer.attempts import CrashGuard, offset_of, partition_of
 from consumer.errors import AuthenticationError, DeliveryError, PublishRefused, TransactionUnknown, TriageError
 from consumer.instance import transactional_id
 from consumer.logs import RepeatFolder, kafka_client_logger
@@ -50,7 +51,7 @@ class BatchStats:
 @dataclass
 class _InFlight:
     messages: list[Message]
-    future: Future
+    future: Future[list[OutputRecord]]
     started: float
     group_metadata: object | None = None  # read when the batch was taken: a later rebalance must not be used
     poisoned: list[Message] = field(default_factory=list)  # dead-lettered unprocessed (crashed the service before)
@@ -82,8 +83,8 @@ class Runner:
         metrics: Metrics | None = None,
         health: Health | None = None,
         ticks: Sequence[Callable[[], None]] = (),
-        consumer_factory: Callable[[dict], Consumer] = Consumer,
-        producer_factory: Callable[[dict], Producer] = Producer,
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
     ):
         self.settings = settings
         self.processor = processor
@@ -102,7 +103,7 @@ class Runner:
         self._carry: list[Message] = []
         self._inflight: _InFlight | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-inference")
-        self._hung: Future | None = None  # an inference that timed out and may still be running
+        self._hung: Future[list[OutputRecord]] | None = None  # an inference that timed out and may still be running
         self._held = False  # partitions paused by _hold
         self._consumer: Consumer | None = None
         self._refused: AuthenticationError | None = None  # set by the client's error callback
@@ -180,7 +181,7 @@ class Runner:
             time.perf_counter(),
             poisoned=plan.poisoned,
         )
-        inflight.epochs = {tp: self._epochs[tp] for tp in {(m.topic(), m.partition()) for m in inflight.messages}}
+        inflight.epochs = {tp: self._epochs[tp] for tp in {partition_of(m) for m in inflight.messages}}
         if self.settings.exactly_once:
             inflight.group_metadata = consumer.consumer_group_metadata()
         self._inflight = inflight
@@ -322,8 +323,10 @@ class Runner:
         inferred = time.perf_counter()
         exactly_once = self.settings.exactly_once
         offsets = self.crashes.marked(_next_offsets(messages))
+        publisher = self._publisher
+        assert publisher is not None  # made by run() before it subscribes: there is no batch without it
         try:
-            published = self._publisher.publish(records, offsets if exactly_once else None, inflight.group_metadata)
+            published = publisher.publish(records, offsets if exactly_once else None, inflight.group_metadata)
         except DeliveryError as exc:
             delay = self._publish_backoff.next()
             self.log.warning(
@@ -336,7 +339,7 @@ class Runner:
             if self.metrics is not None:
                 self.metrics.publish_failures.labels(kind="transient").inc()
                 self.metrics.publish_retries.inc()
-            self._publisher.reset()
+            publisher.reset()
             self._rewind(consumer, messages)
             self.stop.wait(delay)
             return None
@@ -392,7 +395,9 @@ class Runner:
         ]
         return _in_source_order(records + letters) if letters else records
 
-    def _still_owned(self, inflight: _InFlight, records: Sequence[OutputRecord]):
+    def _still_owned(
+        self, inflight: _InFlight, records: Sequence[OutputRecord]
+    ) -> tuple[list[Message], list[OutputRecord]]:
         """Drop what belongs to partitions lost during the batch, even when assigned again since: their new
         assignment reads them again, and publishing them here would only duplicate (or, in a transaction, be
         fenced)."""
@@ -401,7 +406,7 @@ class Runner:
         def owned_now(tp: tuple[str, int]) -> bool:
             return tp in self.assigned and self._epochs[tp] == inflight.epochs.get(tp, self._epochs[tp])
 
-        owned = [m for m in messages if owned_now((m.topic(), m.partition()))]
+        owned = [m for m in messages if owned_now(partition_of(m))]
         if len(owned) == len(messages):
             return list(messages), list(records)
         self.log.warning("batch_dropped_partitions_lost", dropped=len(messages) - len(owned))
@@ -409,13 +414,16 @@ class Runner:
         return owned, [r for r in records if (r.source.topic(), r.source.partition()) in keep]
 
     def _record_lag(self, consumer: Consumer, offsets: Sequence[TopicPartition]) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
         for tp in offsets:
             try:
                 _low, high = consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 continue
             if high >= 0:
-                self.metrics.set_lag(tp.topic, tp.partition, high - tp.offset)
+                metrics.set_lag(tp.topic, tp.partition, high - tp.offset)
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
@@ -440,8 +448,8 @@ class Runner:
     def _rewind(self, consumer: Consumer, messages: Sequence[Message]) -> None:
         first: dict[tuple[str, int], int] = {}
         for m in messages:
-            tp = (m.topic(), m.partition())
-            first[tp] = min(first.get(tp, m.offset()), m.offset())
+            tp, offset = partition_of(m), offset_of(m)
+            first[tp] = min(first.get(tp, offset), offset)
         # queued messages of these partitions come after the rewound ones: drop them, they are re-read
         self._drop_queued(set(first))
         for (topic, partition), offset in first.items():
@@ -526,8 +534,8 @@ class Runner:
 def _next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     last: dict[tuple[str, int], int] = {}
     for m in messages:
-        tp = (m.topic(), m.partition())
-        last[tp] = max(last.get(tp, -1), m.offset())
+        tp = partition_of(m)
+        last[tp] = max(last.get(tp, -1), offset_of(m))
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 

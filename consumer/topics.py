@@ -7,7 +7,9 @@ from collections.abc import Iterable, Mapping
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+
+# confluent-kafka re-exports NewTopic here (its documented place) without marking it as exported
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.errors import AuthenticationError, BrokerError
 from consumer.logs import kafka_client_logger
@@ -44,7 +46,9 @@ def ensure_topics(
             refused.append(failure)
 
     # no raw librdkafka lines on stderr; an authentication failure ends the wait at once instead of at timeout_s
-    admin = AdminClient({**admin_config, "logger": kafka_client_logger(), "error_cb": on_error})
+    config = {**admin_config, "logger": kafka_client_logger(), "error_cb": on_error}
+    # the stub allows only scalar config values; librdkafka's config also takes a logger and callbacks
+    admin = AdminClient(config)  # type: ignore[arg-type]
     try:
         existing = _list_topics(admin, timeout_s, refused)
         wanted = [t for t in dict.fromkeys(topics) if t not in existing]

@@ -22,6 +22,7 @@ Progress goes to stderr; stdout carries the table or, with ``--json``, one JSON 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import gc
@@ -36,15 +37,21 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
 from consumer.heap import freeze_long_lived, unfreeze
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message, Producer
+
+    from consumer.settings import Settings
 
 SEED_TEXTS = 300  # inquiries the seed's per-message pipeline() classifies (it is slow)
 MODEL_TEXTS = 3000  # at most this many texts for the model-only rate
@@ -71,8 +78,8 @@ class BenchOptions:
     members: int = 1  # >= 2: also drain a fresh backlog with this many fresh `triage run` processes in one group
 
     @classmethod
-    def from_args(cls, args: Any) -> BenchOptions:
-        def get(name: str, default):
+    def from_args(cls, args: argparse.Namespace) -> BenchOptions:
+        def get(name: str, default: object) -> Any:
             value = getattr(args, name, None)
             return default if value is None else value
 
@@ -142,7 +149,7 @@ def bench_seed(model_dir: Path, texts: list[str], device: str = "cpu") -> dict[s
 
     from model.classifier import choose_device
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
     target = 0 if choose_device(device).device.type == "cuda" else "cpu"
     intent = pipeline("text-classification", model=str(model_dir / "intent"), device=target)
     sentiment = pipeline("text-classification", model=str(model_dir / "sentiment"), device=target)
@@ -156,13 +163,13 @@ def bench_seed(model_dir: Path, texts: list[str], device: str = "cpu") -> dict[s
     seconds = time.perf_counter() - started
     del intent, sentiment
     gc.collect()
-    result = {"texts": len(texts), "seconds": round(seconds, 3), "per_s": _rate(len(texts), seconds)}
+    result: dict[str, Any] = {"texts": len(texts), "seconds": round(seconds, 3), "per_s": _rate(len(texts), seconds)}
     if target != "cpu":
         result["device"] = "cuda/float32"
     return result
 
 
-def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings) -> dict[str, Any]:
+def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings: Settings) -> dict[str, Any]:
     """TriageModel.predict on consecutive batches of the runner's batch size."""
     from consumer.app import load_model
 
@@ -173,7 +180,7 @@ def bench_model(model_dir: Path, texts: list[str], batch_size: int, settings) ->
     for start in range(0, len(texts), batch_size):
         model.predict(texts[start : start + batch_size])
     seconds = time.perf_counter() - started
-    result = {
+    result: dict[str, Any] = {
         "texts": len(texts),
         "batch_size": batch_size,
         "seconds": round(seconds, 3),
@@ -271,13 +278,14 @@ class Reader:
             self.error = exc
 
 
-def _arrival(message, now: float) -> Arrival:
-    headers = dict(message.headers() or [])
+def _arrival(message: Message, now: float) -> Arrival:
+    # the bench stamps every record with bytes; a header without a value (None) counts as missing
+    headers = {name: value for name, value in dict(message.headers() or []).items() if isinstance(value, bytes)}
     sent = headers.get(SENT_HEADER)
     _, ts = message.timestamp()
     return Arrival(
         at=now,
-        topic=message.topic(),
+        topic=message.topic() or "",
         phase=headers.get(PHASE_HEADER, b""),
         sent=float(sent) if sent else math.nan,
         broker_ts=ts / 1000 if ts and ts > 0 else math.nan,
@@ -294,11 +302,11 @@ def _event(index: int, text: str, phase: str) -> tuple[bytes, bytes]:
     return customer.encode(), value
 
 
-def _produce_backlog(producer, topic: str, texts: list[str], phase: str = "backlog") -> None:
+def _produce_backlog(producer: Producer, topic: str, texts: list[str], phase: str = "backlog") -> None:
     """Queue ``texts`` on ``topic`` as fast as the producer takes them, stamped with ``phase``; wait for the acks."""
     for index, text in enumerate(texts):
         key, value = _event(index, text, phase)
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [  # the type Producer.produce takes
             (PHASE_HEADER, phase.encode()),
             (ID_HEADER, str(index).encode()),
             (SENT_HEADER, repr(time.time()).encode()),
@@ -315,7 +323,9 @@ def _produce_backlog(producer, topic: str, texts: list[str], phase: str = "backl
         raise RuntimeError(f"{remaining} {phase} records not acknowledged by the broker")
 
 
-def _produce_steady(producer, topic: str, texts: list[str], rate: float, seconds: float, alive) -> int:
+def _produce_steady(
+    producer: Producer, topic: str, texts: list[str], rate: float, seconds: float, alive: Callable[[], bool]
+) -> int:
     """Produce at ``rate`` messages per second for ``seconds``, each stamped with its production time."""
     total = max(1, int(rate * seconds))
     started = time.perf_counter()
@@ -325,7 +335,7 @@ def _produce_steady(producer, topic: str, texts: list[str], rate: float, seconds
         if delay > 0:
             time.sleep(delay)
         key, value = _event(index, texts[index % len(texts)], "steady")
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [  # the type Producer.produce takes
             (PHASE_HEADER, b"steady"),
             (ID_HEADER, str(index).encode()),
             (SENT_HEADER, repr(time.time()).encode()),
@@ -343,7 +353,7 @@ def _wait_for(
     phase: bytes,
     expected: int,
     timeout_s: float,
-    services: list[subprocess.Popen],
+    services: list[subprocess.Popen[bytes]],
     console: Console,
     what: str,
 ) -> None:
@@ -358,10 +368,10 @@ def _wait_for(
 
 
 def _wait_until(
-    count,
+    count: Callable[[], int],
     expected: int,
     timeout_s: float,
-    services: list[subprocess.Popen],
+    services: list[subprocess.Popen[bytes]],
     console: Console,
     what: str,
     every_s: float,
@@ -382,7 +392,7 @@ def _wait_until(
         time.sleep(every_s)
 
 
-def _check_alive(services: list[subprocess.Popen], what: str) -> None:
+def _check_alive(services: list[subprocess.Popen[bytes]], what: str) -> None:
     for member in services:
         if member.poll() is not None:
             raise RuntimeError(f"`triage run` exited with code {member.returncode} while {what}")
@@ -402,7 +412,12 @@ def _routed(logs: list[Path]) -> int:
 
 
 def _wait_logged(
-    logs: list[Path], services: list[subprocess.Popen], expected: int, timeout_s: float, console: Console, what: str
+    logs: list[Path],
+    services: list[subprocess.Popen[bytes]],
+    expected: int,
+    timeout_s: float,
+    console: Console,
+    what: str,
 ) -> None:
     """Wait until the services' logs account for ``expected`` routed events (no reader polls the broker)."""
     _wait_until(lambda: _routed(logs), expected, timeout_s, services, console, what, every_s=0.2)
@@ -413,7 +428,7 @@ def _read_back(
     topics: list[str],
     phase: bytes,
     expected: int,
-    services: list[subprocess.Popen],
+    services: list[subprocess.Popen[bytes]],
     console: Console,
     what: str,
 ) -> list[Arrival]:
@@ -555,11 +570,11 @@ class EndToEnd:
     options: BenchOptions
     console: Console
     bootstrap: str
-    producer: Any
+    producer: Producer
     meter: CpuMeter
     workdir: Path
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    services: list[subprocess.Popen] = field(default_factory=list)  # every process started, stopped on exit
+    services: list[subprocess.Popen[bytes]] = field(default_factory=list)  # every process started, stopped on exit
 
     def env(self) -> dict[str, str]:
         return {
@@ -578,7 +593,7 @@ class EndToEnd:
         ensure_topics({"bootstrap.servers": self.bootstrap}, [names["input_topic"], *_outputs(names)], PARTITIONS, 1)
         return names
 
-    def spawn(self, names: dict[str, str], log: Path, name: str) -> subprocess.Popen:
+    def spawn(self, names: dict[str, str], log: Path, name: str) -> subprocess.Popen[bytes]:
         with open(log, "wb") as handle:
             process = subprocess.Popen(
                 _service_command(self.bootstrap, self.options.model_dir, names),
@@ -684,7 +699,9 @@ class EndToEnd:
         }
 
 
-def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) -> tuple[dict, dict, dict | None]:
+def bench_end_to_end(
+    options: BenchOptions, texts: list[str], console: Console
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """(3) the backlog, (4) the steady load and, with ``members`` >= 2, (5) the scale-out, on one embedded broker."""
     from confluent_kafka import Producer
 
@@ -695,6 +712,7 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
         broker = stack.enter_context(EmbeddedBroker(log_file=workdir / "broker.log"))
         meter = CpuMeter()
         stack.callback(meter.close)
+        assert broker.process is not None  # started by enter_context
         meter.watch("broker", broker.process.pid)
         meter.watch("bench", os.getpid())  # the load generator (and, after each drain, the reader)
         # the load generator batches as a default librdkafka producer does (linger 5 ms, counted in the latency):
@@ -725,13 +743,13 @@ def bench_end_to_end(options: BenchOptions, texts: list[str], console: Console) 
     return e2e, latency, scale
 
 
-def _windows(arrivals: list, since: float, meter: CpuMeter, every_s: float = 5.0) -> list[dict[str, Any]]:
+def _windows(arrivals: list[Arrival], since: float, meter: CpuMeter, every_s: float = 5.0) -> list[dict[str, Any]]:
     """The steady load cut into ``every_s`` windows by production time: latency and the broker's CPU in each,
     to tell a latency that grows over the run (a broker slowing down) from one spread evenly."""
     windows: dict[int, list[float]] = {}
     for arrival in arrivals:
         windows.setdefault(int((arrival.sent - since) // every_s), []).append(arrival.at - arrival.sent)
-    out = []
+    out: list[dict[str, Any]] = []
     for index in sorted(windows):
         start = since + index * every_s
         latency = _percentiles(windows[index])
@@ -757,7 +775,7 @@ def windows_note(windows: list[dict[str, Any]]) -> str:
     return "p99 " + ", ".join(f"{w['p99_ms']:.0f}" for w in windows) + f" ms; broker {cores} cores"
 
 
-def _close_producer(producer) -> None:
+def _close_producer(producer: Producer) -> None:
     producer.flush(10)
     if hasattr(producer, "close"):
         producer.close()
@@ -784,13 +802,13 @@ def _percentiles(values_s: list[float]) -> dict[str, float]:
     }
 
 
-def _log_entries(log_path: Path) -> list[dict]:
+def _log_entries(log_path: Path) -> list[dict[str, Any]]:
     """The JSON lines of a service log (other lines, and a log not written yet, give nothing)."""
     try:
         lines = log_path.read_bytes().splitlines()
     except OSError:
         return []
-    entries = []
+    entries: list[dict[str, Any]] = []
     for line in lines:
         if line.startswith(b"{"):
             try:
@@ -800,7 +818,7 @@ def _log_entries(log_path: Path) -> list[dict]:
     return entries
 
 
-def _batch_entries(log_path: Path) -> list[dict]:
+def _batch_entries(log_path: Path) -> list[dict[str, Any]]:
     """The service's ``batch`` log lines (one per micro-batch, written once its outputs are acknowledged)."""
     return [entry for entry in _log_entries(log_path) if entry.get("event") == "batch"]
 
@@ -851,7 +869,7 @@ def _service_command(bootstrap: str, model_dir: Path, names: dict[str, str]) -> 
     return command
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM to all at once (no rebalance round per member), then wait; kill what outlives 30 s."""
     running = [p for p in processes if p.poll() is None]
     for process in running:
@@ -877,7 +895,7 @@ def _assignment(log_path: Path) -> set[int]:
     return owned
 
 
-def _attach_profiler(pid: int, console: Console) -> subprocess.Popen | None:
+def _attach_profiler(pid: int, console: Console) -> subprocess.Popen[bytes] | None:
     """With TRIAGE_BENCH_PYSPY=FILE, sample the service with py-spy (collapsed stacks, all threads) into FILE.
 
     For finding where the service spends its time; py-spy takes some CPU itself, so numbers measured
@@ -928,7 +946,7 @@ def _load() -> float:
         return math.nan
 
 
-def run_bench(args: Any) -> int:
+def run_bench(args: argparse.Namespace) -> int:
     options = BenchOptions.from_args(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

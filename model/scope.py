@@ -19,6 +19,10 @@ import re
 import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 NO_WORDS = "no_words"
 UNSUPPORTED_SCRIPT = "unsupported_script"
@@ -46,7 +50,7 @@ class ScopeGate:
         self._known = lru_cache(maxsize=65536)(self._known_uncached)
 
     @classmethod
-    def for_tokenizer(cls, tokenizer) -> ScopeGate:
+    def for_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> ScopeGate:
         """A gate reading an uncased WordPiece-style vocabulary (other tokenizers get the first two rules)."""
         try:
             vocab = tokenizer.get_vocab()

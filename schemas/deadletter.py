@@ -7,7 +7,7 @@ followed by the ``triage.*`` headers below. Messages never contain inquiry text.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -53,7 +53,7 @@ class DeadLetterHeaders(BaseModel):
     def from_kafka(cls, headers: list[tuple[str, bytes]] | None) -> DeadLetterHeaders:
         found = {k: v.decode() for k, v in headers or [] if k.startswith("triage.")}
         return cls(
-            stage=found[HEADER_STAGE],
+            stage=cast(ErrorStage, found[HEADER_STAGE]),  # pydantic checks it is one of them
             error_class=found[HEADER_CLASS],
             message=found[HEADER_MESSAGE],
             source_topic=found[HEADER_TOPIC],

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from triage.training_commands import add_commands
+
+if TYPE_CHECKING:
+    from consumer.settings import Settings
 
 # (flag, Settings field, type, help) of `triage run`; every one also reads TRIAGE_<FIELD> from the environment.
 RUN_OPTIONS: list[tuple[str, str, type, str]] = [
@@ -47,8 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         (getattr(args, "help_of", None) or parser).print_help()
         return 2
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return args.handler(args)
+        return handler(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a clear error instead of a traceback for known failures
@@ -271,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace) -> Settings:
     from consumer.settings import Settings
 
     fields = [field for _, field, _, _ in RUN_OPTIONS] + ["topic_partitions", "topic_replication"]
@@ -316,9 +321,10 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(port=args.port, storage=args.storage)
     stopping = []
 
-    def on_signal(*_):  # only ask the child to stop; the main thread's wait() then returns
+    def on_signal(*_: object) -> None:  # only ask the child to stop; the main thread's wait() then returns
         stopping.append(True)
-        broker.process.terminate()
+        if broker.process is not None:
+            broker.process.terminate()
 
     with broker:
         signal.signal(signal.SIGTERM, on_signal)

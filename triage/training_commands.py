@@ -8,8 +8,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.paths import artifacts_dir, data_dir, reports_dir
+
+if TYPE_CHECKING:
+    from training.engine import TrainConfig
+    from training.intent import IntentRecipe
+
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 EXIT_USAGE = 2
 
@@ -44,7 +51,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         if action.default in (None, argparse.SUPPRESS) or action.nargs == 0 or "default" in text:
             return text
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) or ""
 
 
 def positive_int(text: str) -> int:
@@ -111,7 +118,7 @@ def _add_recipe_options(p: argparse.ArgumentParser, task: str) -> None:
         )
 
 
-def _add_train_parser(sub) -> None:
+def _add_train_parser(sub: SubParsers) -> None:
     train = sub.add_parser("train", help="fine-tune a model offline and write an artifact directory")
     train.set_defaults(handler=run_train)
     tasks = train.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
@@ -156,7 +163,7 @@ def _add_train_parser(sub) -> None:
             )
 
 
-def _add_crossval_parser(sub) -> None:
+def _add_crossval_parser(sub: SubParsers) -> None:
     cv = sub.add_parser("crossval", help="leave-one-release-out cross-validation of a training recipe")
     cv.set_defaults(handler=run_crossval)
     tasks = cv.add_subparsers(dest="task", required=True, metavar="{intent}")
@@ -189,7 +196,7 @@ def _add_crossval_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
-def _add_evaluate_parser(sub) -> None:
+def _add_evaluate_parser(sub: SubParsers) -> None:
     ev = sub.add_parser("evaluate", help="score an artifact on a labelled CSV")
     ev.set_defaults(handler=run_evaluate)
     tasks = ev.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
@@ -224,7 +231,7 @@ def _add_evaluate_parser(sub) -> None:
         )
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: SubParsers) -> None:
     """Add ``train``, ``crossval`` and ``evaluate`` to the ``triage`` parser's subcommands."""
     _add_train_parser(sub)
     _add_crossval_parser(sub)
@@ -235,10 +242,11 @@ def parse_weights(text: str) -> tuple[float, float, float]:
     parts = [float(x) for x in text.split(",")]
     if len(parts) != 3 or min(parts) <= 0:
         raise SystemExit("--class-weights takes three positive numbers: negative,neutral,positive")
-    return tuple(parts)
+    negative, neutral, positive = parts
+    return negative, neutral, positive
 
 
-def _config(args, command: str):
+def _config(args: argparse.Namespace, command: str) -> TrainConfig | None:
     """The TrainConfig the flags ask for, or None after printing why it cannot be."""
     from training.engine import TrainConfig
 
@@ -262,13 +270,13 @@ def _config(args, command: str):
     )
 
 
-def _intent_recipe(args, config):
+def _intent_recipe(args: argparse.Namespace, config: TrainConfig) -> IntentRecipe:
     from training.intent import IntentRecipe, default_augmentation
 
     return IntentRecipe(config, default_augmentation() if args.augment else None, args.outlier_exposure)
 
 
-def run_train(args) -> int:
+def run_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from training.modeling import FreezeError
     from training.paths import default_base_model
@@ -295,7 +303,7 @@ def run_train(args) -> int:
     return 0
 
 
-def run_crossval(args) -> int:
+def run_crossval(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from training.crossval import markdown, run_crossval
     from training.intent import out_of_scope_sets
@@ -325,7 +333,7 @@ def run_crossval(args) -> int:
     return 0
 
 
-def run_evaluate(args) -> int:
+def run_evaluate(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from training.evaluate import EvaluationError, evaluate_csv
 
