@@ -27,11 +27,12 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
-# one-way imports (import-linter contracts in pyproject.toml) and ruff
+# one-way imports (import-linter contracts in pyproject.toml), ruff and mypy --strict ([tool.mypy])
 lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/ruff check schemas model consumer training devtools triage tests
 	$(BIN)/ruff format --check schemas model consumer training devtools triage tests
+	$(BIN)/mypy
 
 # measure this machine (trained models in artifacts/) and regenerate docs/benchmarks.md from the report
 bench: setup

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.artifacts import Manifest
 
 
-def train_default(task: str, output: Path, data_dir: Path | None = None, base_model: str | None = None):
+def train_default(task: str, output: Path, data_dir: Path | None = None, base_model: str | None = None) -> Manifest:
     """Train the ``intent`` or ``sentiment`` model with the shipped recipe into ``output``; returns its manifest."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the base encoders ship in wheels; nothing is downloaded
     from training.paths import data_dir as default_data_dir

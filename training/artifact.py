@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from model.artifacts import DataFile, Manifest, sha256_file, write_manifest
 from training.paths import home
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-def data_file(path: Path, rows: int | None, role: str) -> DataFile:
+    from training.onnx_export import AccuracyCheck
+
+#: what a data file was used for: the roles :class:`model.artifacts.DataFile` accepts
+DataRole = Literal["train", "validation", "calibration", "test", "outliers"]
+
+
+def data_file(path: Path, rows: int | None, role: DataRole) -> DataFile:
     """A DataFile record; the path is relative to the project root when possible."""
     path = Path(path).resolve()
     root = home().resolve()
@@ -19,7 +29,7 @@ def data_file(path: Path, rows: int | None, role: str) -> DataFile:
     return DataFile(path=str(shown), sha256=sha256_file(path), rows=rows, role=role)
 
 
-def version_string(task: str, files: list[DataFile], hyperparameters: dict, now: datetime) -> str:
+def version_string(task: str, files: list[DataFile], hyperparameters: dict[str, Any], now: datetime) -> str:
     """``<task>-<UTC timestamp>-<8 hex of the data and hyper-parameter hash>``."""
     payload = json.dumps(
         {"data": sorted(f.sha256 for f in files), "hparams": hyperparameters}, sort_keys=True, default=str
@@ -28,7 +38,14 @@ def version_string(task: str, files: list[DataFile], hyperparameters: dict, now:
     return f"{task}-{now.strftime('%Y%m%dT%H%MZ')}-{digest}"
 
 
-def save_artifact(directory: Path, model, tokenizer, manifest_fields: dict, probe_texts=None, checks=()) -> Manifest:
+def save_artifact(
+    directory: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    manifest_fields: dict[str, Any],
+    probe_texts: Sequence[str] | None = None,
+    checks: Sequence[AccuracyCheck] = (),
+) -> Manifest:
     """Save weights (safetensors), tokenizer, the int8 ONNX export and, last, manifest.json into ``directory``.
 
     The export (what CPU inference runs, see :mod:`model.onnx`) is checked against the trained network on

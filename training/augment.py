@@ -158,7 +158,7 @@ class Augmentation:
     numbers: float = 0.8
     slots: float = 0.6
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
@@ -226,7 +226,7 @@ def numbers(text: str, rng: random.Random) -> str:
 def slots(text: str, rng: random.Random) -> str:
     """``{{Slot}}`` placeholders filled with fresh values (otherwise they stay, as the 27K release writes them)."""
 
-    def value(match: re.Match) -> str:
+    def value(match: re.Match[str]) -> str:
         name = match.group(1).lower()
         if "name" in name and "first" not in name and "last" not in name:
             return rng.choice(NAMES)

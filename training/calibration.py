@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+def softmax(logits: NDArray[np.floating], temperature: float = 1.0) -> NDArray[np.floating]:
     z = logits / temperature
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: NDArray[np.floating] = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+def expected_calibration_error(probs: NDArray[np.floating], labels: NDArray[np.integer], bins: int = 15) -> float:
     """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| * share."""
     probs, labels = np.asarray(probs), np.asarray(labels)
     if len(labels) == 0:
@@ -29,30 +33,33 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
-def confidence_bins(confidence: np.ndarray, bins: int = 15) -> np.ndarray:
+def confidence_bins(confidence: NDArray[np.floating], bins: int = 15) -> NDArray[np.intp]:
     """The equal-width bin (0 .. bins-1) of each confidence: the bins of the ECE and the reliability diagram."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which: NDArray[np.intp] = np.digitize(confidence, edges[1:-1], right=True)
+    return np.clip(which, 0, bins - 1)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:
+def fit_temperature(logits: NDArray[np.floating], labels: NDArray[np.integer], max_iter: int = 100) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) (LBFGS on log T)."""
     x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 
-    def closure():
+    def closure() -> torch.Tensor:
         optimizer.zero_grad()
         loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
         return loss
 
-    optimizer.step(closure)
+    optimizer.step(closure)  # type: ignore[no-untyped-call]  # torch's LBFGS.step has no annotations
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
-def calibration_report(logits: np.ndarray, labels: np.ndarray, temperature: float, bins: int = 15) -> dict:
+def calibration_report(
+    logits: NDArray[np.floating], labels: NDArray[np.integer], temperature: float, bins: int = 15
+) -> dict[str, Any]:
     """ECE before (T=1) and after temperature scaling."""
     return {
         "ece_before": round(expected_calibration_error(softmax(logits), labels, bins), 4),

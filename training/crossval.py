@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from model.scope import ScopeGate
 from training import data as bitext
 from training.calibration import expected_calibration_error, fit_temperature, softmax
 from training.slots import fill_slots, has_slots
+
+if TYPE_CHECKING:
+    from training.intent import IntentRecipe
 
 #: the three vendored releases a fold can hold out
 FOLD_RELEASES = ("4k5", "8k", "27k")
@@ -96,14 +102,16 @@ def without_templates(
     ]
 
 
-def fold_scores(logits: np.ndarray, gold: np.ndarray, labels: list[str], temperature: float) -> dict:
+def fold_scores(
+    logits: NDArray[np.floating], gold: NDArray[np.integer], labels: list[str], temperature: float
+) -> dict[str, Any]:
     from training.metrics import classification_metrics, confusion
     from training.render import worst_confusions
 
     probs = softmax(logits, temperature)
     m = classification_metrics(probs, gold, labels)
     f1 = {name: row["f1"] for name, row in m["per_class"].items() if row["support"]}
-    worst = min(f1, key=f1.get)
+    worst = min(f1, key=f1.__getitem__)
     return {
         "accuracy": m["accuracy"],
         "macro_f1": m["macro_f1"],
@@ -119,8 +127,11 @@ def fold_scores(logits: np.ndarray, gold: np.ndarray, labels: list[str], tempera
 
 
 def summarise(
-    results: dict[str, dict], logits: dict[str, np.ndarray], gold: dict[str, np.ndarray], labels: list[str]
-) -> dict:
+    results: Mapping[str, dict[str, Any]],
+    logits: Mapping[str, NDArray[np.floating]],
+    gold: Mapping[str, NDArray[np.integer]],
+    labels: list[str],
+) -> dict[str, Any]:
     """Per fold: scores at a temperature fitted on the other folds that score none of its releases; the worst
     leave-one-out fold; and the temperature pooled over every fold, the one a model trained on all releases
     stores. A fold holding out two releases is scored and pools into the temperature, but chooses nothing."""
@@ -136,7 +147,7 @@ def summarise(
         )
         folds[name] = results[name] | fold_scores(logits[name], gold[name], labels, t)
     names = list(results)
-    out: dict = {
+    out: dict[str, Any] = {
         "folds": folds,
         "pooled_temperature": round(
             fit_temperature(np.concatenate([logits[n] for n in names]), np.concatenate([gold[n] for n in names])), 4
@@ -158,11 +169,11 @@ def summarise(
 def run_crossval(
     data_dir: Path,
     base_model: str,
-    recipe,
+    recipe: IntentRecipe,
     held_out: tuple[str, ...] = FOLD_RELEASES,
     out_dir: Path | None = None,
     out_of_scope: dict[str, list[str]] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Train ``recipe`` once per fold, score each held-out release; returns (and writes) the summary.
 
     ``out_of_scope``: named sets of texts that are no inquiry; each fold reports the share of them a bot would
@@ -173,7 +184,11 @@ def run_crossval(
     folds = make_folds(data_dir, held_out)
     labels = sorted(bitext.category_map(x for f in folds for x in f.train + f.test))
     label_id = {label: i for i, label in enumerate(labels)}
-    results, logits, gold, scope, gated = {}, {}, {}, {}, {}
+    results: dict[str, dict[str, Any]] = {}
+    logits: dict[str, NDArray[np.float32]] = {}
+    gold: dict[str, NDArray[np.int64]] = {}
+    scope: dict[str, NDArray[np.float32]] = {}
+    gated: dict[str, NDArray[np.bool_]] = {}
     for fold in folds:
         print(
             f"crossval: fold {fold.held_out}: train on {' + '.join(fold.train_on)} ({len(fold.train)} texts), "
@@ -211,6 +226,8 @@ def run_crossval(
         (out_dir / "crossval.json").write_text(json.dumps(summary, indent=1) + "\n")
         np.savez_compressed(
             out_dir / "crossval-logits.npz",
+            # the default, named so that mypy does not take the unpacked arrays below for it
+            allow_pickle=True,
             labels=np.array(labels),
             **{f"logits_{k}": v for k, v in logits.items()},
             **{f"gold_{k}": v for k, v in gold.items()},
@@ -220,7 +237,7 @@ def run_crossval(
     return summary
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: dict[str, Any]) -> str:
     scope_sets = sorted({k for f in summary["folds"].values() for k in f.get("out_of_scope_confident", {})})
     lines = [
         "| held out | trained on | n | accuracy | macro-F1 | worst intent (F1) | ECE raw → calibrated | T | "
@@ -246,7 +263,7 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def markdown_detail(summary: dict) -> str:
+def markdown_detail(summary: dict[str, Any]) -> str:
     """Per-intent F1 on every fold, and each fold's worst confusions."""
     folds = summary["folds"]
     names = list(folds)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 from training.slots import fill_slots, has_slots, slot_entity
 
@@ -122,7 +122,15 @@ def load_bitext_27k(path: Path, fill: bool = True, seed: int = 0) -> list[Inquir
     return dedupe(out)
 
 
-def load_bitext(path: Path, **options) -> list[Inquiry]:
+class LoadOptions(TypedDict, total=False):
+    """The options :func:`load_bitext` passes on to the loader of the release it recognises."""
+
+    slot_augment: bool
+    fill: bool
+    seed: int
+
+
+def load_bitext(path: Path, **options: Unpack[LoadOptions]) -> list[Inquiry]:
     """Any Bitext release, recognised by its columns."""
     with open(path, encoding="utf-8-sig", newline="") as handle:
         header = next(csv.reader(handle))

@@ -6,14 +6,21 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from training.modeling import freeze_lower_layers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from model.classifier import DeviceChoice
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class TrainConfig:
     # "linear": warmup then linear decay to 0; "constant": warmup then the peak rate to the end
     schedule: str = "linear"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -47,22 +54,23 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def autocast_for(device: torch.device, dtype: torch.dtype | None):
+def autocast_for(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[None]:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids per text, truncated, unpadded."""
-    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    ids: list[list[int]] = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return ids
 
 
-def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[NDArray[np.int64]]:
     """Shuffled batches of indices with similar lengths (sorted within chunks of 50 batches)."""
     order = rng.permutation(len(lengths))
     chunk = batch_size * 50
-    batches = []
+    batches: list[NDArray[np.int64]] = []
     for start in range(0, len(order), chunk):
         part = order[start : start + chunk]
         part = part[np.argsort([lengths[i] for i in part], kind="stable")]
@@ -71,7 +79,7 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gen
     return batches
 
 
-def collate(ids: list[list[int]], index: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(ids: list[list[int]], index: Iterable[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad the selected sequences to the longest of them."""
     rows = [ids[i] for i in index]
     width = max(len(r) for r in rows)
@@ -83,9 +91,12 @@ def collate(ids: list[list[int]], index: Sequence[int], pad_id: int) -> dict[str
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def make_optimizer(model, config: TrainConfig, total_steps: int):
+def make_optimizer(
+    model: PreTrainedModel, config: TrainConfig, total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no decay on biases/LayerNorm) with linear warmup then linear decay."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:  # frozen weights (TrainConfig.freeze_layers) are neither updated nor decayed
             (no_decay if param.ndim < 2 else decay).append(param)
@@ -109,18 +120,18 @@ def make_optimizer(model, config: TrainConfig, total_steps: int):
 
 
 def train(
-    model,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     labels: Sequence[int],
     config: TrainConfig,
-    device,
+    device: DeviceChoice,
     class_weights: Sequence[float] | None = None,
     desc: str = "train",
     outliers: Sequence[str] = (),
     outlier: OutlierExposure | None = None,
     augment: Callable[[str, random.Random], str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Fine-tune ``model`` in place; returns timing and loss statistics.
 
     ``outliers``: texts that belong to no label (outlier exposure, see :class:`OutlierExposure`). Each step
@@ -142,7 +153,8 @@ def train(
     steps_per_epoch = -(-len(ids) // config.batch_size)
     total = max(1, round(steps_per_epoch * config.epochs))
     optimizer, scheduler = make_optimizer(model, config, total)
-    model.to(device.device).train()
+    # transformers wraps PreTrainedModel.to in functools.wraps, which hides from mypy that it is a method
+    model.to(device.device).train()  # type: ignore[arg-type]
     started, step, losses = time.perf_counter(), 0, []
     with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True) as bar:
         while step < total:
@@ -160,7 +172,7 @@ def train(
                 with autocast_for(device.device, device.autocast_dtype):
                     logits = model(**batch).logits.float()
                 loss = loss_fn(logits[: len(rows)], target[index].to(device.device))
-                if extra:
+                if exposure is not None and extra:
                     loss = loss + exposure.loss(logits[len(rows) :])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -171,7 +183,7 @@ def train(
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # transformers leaves PreTrainedModel.eval unannotated
     return {
         "steps": total,
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -188,14 +200,16 @@ class OutlierExposure:
     weight: float = 0.5
     batch: int = 4
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class _Outliers:
     """Cycles through the outlier texts in a seeded order of its own (the labelled batches keep theirs)."""
 
-    def __init__(self, tokenizer, texts: Sequence[str], settings: OutlierExposure, config: TrainConfig):
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], settings: OutlierExposure, config: TrainConfig
+    ) -> None:
         self.ids = encode(tokenizer, texts, config.max_length)
         self.settings = settings
         self.rng = np.random.default_rng(config.seed + 1)
@@ -217,12 +231,21 @@ class _Outliers:
 
 @torch.inference_mode()
 def predict_logits(
-    model, tokenizer, texts: Sequence[str], device, max_length: int, batch_size: int = 128
-) -> np.ndarray:
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    device: DeviceChoice,
+    max_length: int,
+    batch_size: int = 128,
+) -> NDArray[np.float32]:
     """Raw logits (float32) in input order, batched by length."""
-    model.to(device.device).eval()
+    # transformers wraps PreTrainedModel.to in functools.wraps, which hides from mypy that it is a method
+    model.to(device.device).eval()  # type: ignore[arg-type]
+    num_labels = model.config.num_labels
+    if num_labels is None:  # transformers' config has no labels without id2label; load_base always sets it
+        raise ValueError(f"{type(model).__name__} has no id2label in its config: not a classification model")
     ids = encode(tokenizer, texts, max_length)
-    out = np.empty((len(ids), model.config.num_labels), dtype=np.float32)
+    out = np.empty((len(ids), num_labels), dtype=np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")
     with autocast_for(device.device, device.autocast_dtype):
         for start in range(0, len(order), batch_size):

@@ -7,10 +7,15 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from training.metrics import classification_metrics
+
+if TYPE_CHECKING:
+    from model.classifier import TextClassifier
 
 
 class EvaluationError(Exception):
@@ -20,9 +25,9 @@ class EvaluationError(Exception):
 @dataclass(frozen=True)
 class Scored:
     labels: list[str]
-    probs: np.ndarray
-    gold: np.ndarray
-    metrics: dict
+    probs: NDArray[np.floating]
+    gold: NDArray[np.integer]
+    metrics: dict[str, Any]
     texts: tuple[str, ...] = ()
 
 
@@ -72,7 +77,7 @@ def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[
     return [t for t, _ in rows], [y for _, y in rows]
 
 
-def gold_ids(labels: Sequence[str], known: Sequence[str]) -> np.ndarray:
+def gold_ids(labels: Sequence[str], known: Sequence[str]) -> NDArray[np.int64]:
     """Label names -> model ids; unknown names raise EvaluationError naming them."""
     index = {label: i for i, label in enumerate(known)}
     unknown = sorted({y for y in labels if y not in index})
@@ -81,7 +86,7 @@ def gold_ids(labels: Sequence[str], known: Sequence[str]) -> np.ndarray:
     return np.array([index[y] for y in labels])
 
 
-def load_classifier(model_dir: Path, task: str, backend: str = "auto"):
+def load_classifier(model_dir: Path, task: str, backend: str = "auto") -> TextClassifier:
     """The runtime's TextClassifier for ``model_dir`` (run as the service runs it), checked to be a ``task`` model."""
     from model.classifier import TextClassifier
     from model.errors import ArtifactError
@@ -98,7 +103,9 @@ def load_classifier(model_dir: Path, task: str, backend: str = "auto"):
     return classifier
 
 
-def score(classifier, texts: Sequence[str], labels: Sequence[str], batch_size: int | None = None) -> Scored:
+def score(
+    classifier: TextClassifier, texts: Sequence[str], labels: Sequence[str], batch_size: int | None = None
+) -> Scored:
     """Calibrated probabilities and metrics of ``classifier`` on (texts, labels).
 
     ``batch_size`` is the most texts per forward pass; by default the service's (16 on CPU, 256 on GPU), since the int8

@@ -6,9 +6,12 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
+from model.artifacts import DataFile, Manifest
 from training import data as bitext
 from training.artifact import data_file, save_artifact
 from training.augment import Augmentation, augment
@@ -24,6 +27,11 @@ from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
 from training.onnx_export import AccuracyCheck
 from training.paths import reports_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from model.classifier import DeviceChoice
 
 # chosen by the worst leave-one-release-out fold (`triage crossval intent`, docs/model-card.md): every layer
 # fine-tuned at a constant rate for two epochs on label-preserving variants, targets smoothed by 0.1
@@ -56,7 +64,7 @@ def _sentences(data_dir: Path, split: str) -> list[str]:
     return sorted({row.text for row in load_goemotions(data_dir, split) + load_sst5(data_dir, split)})
 
 
-def outlier_texts(data_dir: Path, rows: int, seed: int) -> tuple[list[str], list]:
+def outlier_texts(data_dir: Path, rows: int, seed: int) -> tuple[list[str], list[DataFile]]:
     """``rows`` texts drawn (seeded) from GoEmotions train and SST-5 train, with their data files."""
     pool = _sentences(data_dir, "train")
     texts = random.Random(seed).sample(pool, min(rows, len(pool)))
@@ -86,7 +94,7 @@ def out_of_scope_sets(data_dir: Path) -> dict[str, list[str]]:
     return {"written": [t for t, _ in written_out_of_scope(data_dir)], "sentences": out_of_scope_texts(data_dir)}
 
 
-def confident_share(probabilities: np.ndarray, threshold: float = ABSTAIN_THRESHOLD) -> float:
+def confident_share(probabilities: NDArray[np.floating], threshold: float = ABSTAIN_THRESHOLD) -> float:
     """The share of texts whose top intent reaches ``threshold`` (the ones not sent to a human for it)."""
     return round(float((probabilities.max(axis=1) >= threshold).mean()), 4) if len(probabilities) else 0.0
 
@@ -99,7 +107,7 @@ class IntentRecipe:
     augmentation: Augmentation | None = None
     outlier_exposure: bool = False
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             **self.config.as_dict(),
             "augmentation": self.augmentation.as_dict() if self.augmentation else None,
@@ -123,7 +131,7 @@ def fit_intent(
     base_model: str,
     recipe: IntentRecipe,
     desc: str = "intent",
-):
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DeviceChoice, dict[str, Any]]:
     """Fine-tune ``base_model`` on ``items`` with ``recipe``: (model, tokenizer, device, stats)."""
     outliers = outlier_texts(data_dir, OUTLIER_ROWS, recipe.config.seed)[0] if recipe.outlier_exposure else []
     label_id = {label: i for i, label in enumerate(labels)}
@@ -156,8 +164,8 @@ def fit_intent(
 class IntentSplit:
     train: list[bitext.Inquiry]
     held_out: list[bitext.Inquiry]
-    held_out_role: str  # "validation" (the other release) or "calibration" (a seeded slice)
-    files: list  # DataFile records
+    held_out_role: Literal["validation", "calibration"]  # the other release, or a seeded slice
+    files: list[DataFile]
 
 
 def _file_rows(items: list[bitext.Inquiry]) -> int:
@@ -218,7 +226,7 @@ def train_intent(
     recipe: IntentRecipe | None = None,
     train_on: str = "all",
     slot_augment: bool = True,
-):
+) -> Manifest:
     """Train, calibrate and save an intent artifact; returns its Manifest."""
     recipe = recipe or default_recipe()
     config = recipe.config

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from training.calibration import expected_calibration_error
 
 
-def classification_metrics(probs: np.ndarray, gold: np.ndarray, labels: Sequence[str]) -> dict:
+def classification_metrics(
+    probs: NDArray[np.floating], gold: NDArray[np.integer], labels: Sequence[str]
+) -> dict[str, Any]:
     """accuracy, macro_f1, per_class {label: precision/recall/f1/support}, n, ece (15 bins)."""
     gold = np.asarray(gold)
     pred = np.asarray(probs).argmax(axis=1)
@@ -34,11 +38,12 @@ def classification_metrics(probs: np.ndarray, gold: np.ndarray, labels: Sequence
     }
 
 
-def confusion(probs: np.ndarray, gold: np.ndarray, n_labels: int) -> np.ndarray:
-    return confusion_matrix(gold, np.asarray(probs).argmax(axis=1), labels=list(range(n_labels)))
+def confusion(probs: NDArray[np.floating], gold: NDArray[np.integer], n_labels: int) -> NDArray[np.int64]:
+    matrix: NDArray[np.int64] = confusion_matrix(gold, np.asarray(probs).argmax(axis=1), labels=list(range(n_labels)))
+    return matrix
 
 
-def summary(metrics: dict, classes: Sequence[str] = ()) -> dict:
+def summary(metrics: dict[str, Any], classes: Sequence[str] = ()) -> dict[str, Any]:
     """accuracy, macro-F1, ECE, n and the recall of ``classes``: the numbers the README shows."""
     out = {k: metrics[k] for k in ("accuracy", "macro_f1", "ece", "n")}
     for name in classes:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from model.classifier import DeviceChoice
 
 
-def load_base(base_model: str, labels: Sequence[str]):
+def load_base(base_model: str, labels: Sequence[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) from a hub id or local directory, with id2label/label2id set."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -24,11 +31,11 @@ class FreezeError(ValueError):
     """``freeze_layers`` does not fit the base model."""
 
 
-def encoder_layers(model) -> list:
+def encoder_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
     """The stacked transformer blocks of a BERT-like or DistilBERT model, lowest first."""
     base = model.base_model
     for path in (("encoder", "layer"), ("transformer", "layer")):
-        blocks = base
+        blocks: Any = base  # looked up by attribute name: each architecture names its blocks differently
         for name in path:
             blocks = getattr(blocks, name, None)
         if blocks is not None:
@@ -36,7 +43,7 @@ def encoder_layers(model) -> list:
     raise FreezeError(f"cannot find the encoder layers of {type(base).__name__} to freeze: use --freeze-layers -1")
 
 
-def freeze_lower_layers(model, layers: int) -> int:
+def freeze_lower_layers(model: PreTrainedModel, layers: int) -> int:
     """Keep the embeddings and the lowest ``layers`` encoder layers at their pretrained weights (-1: none).
 
     Measured training on one Bitext release and scoring the other (training/README.md): the lower layers
@@ -58,7 +65,7 @@ def freeze_lower_layers(model, layers: int) -> int:
             f"--freeze-layers {layers} would freeze all {len(blocks)} encoder layers of the base "
             f"model: at most {len(blocks) - 1}, or -1 to fine-tune everything"
         )
-    frozen = [*embeddings.parameters()]
+    frozen: list[torch.nn.Parameter] = [*embeddings.parameters()]
     for block in blocks[:layers]:
         frozen += block.parameters()
     for param in frozen:
@@ -66,7 +73,7 @@ def freeze_lower_layers(model, layers: int) -> int:
     return sum(p.numel() for p in frozen)
 
 
-def pick_device():
+def pick_device() -> DeviceChoice:
     """CUDA if present, else CPU with bf16 autocast where AVX-512/AMX allow (the runtime's own rule)."""
     from model.classifier import choose_device
 

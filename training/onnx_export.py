@@ -17,12 +17,14 @@ import os
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from model.artifacts import (
     OnnxExport,
@@ -35,6 +37,10 @@ from model.classifier import CPU_PASS_COST_TOKENS, plan_passes
 from model.errors import ArtifactError
 from model.onnx import ONNX_FILE, PROBE_TEXTS, WEIGHTS_FILE, OnnxNetwork
 from model.predictor import DEFAULT_CPU_PASS
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 OPSET = 17
 QUANTIZATION = "dynamic-int8-per-channel"
@@ -70,7 +76,7 @@ class AccuracyCheck:
 
     name: str
     texts: Sequence[str]
-    gold: Sequence[int]
+    gold: Sequence[int] | NDArray[np.integer]
 
 
 def build_onnx(
@@ -111,20 +117,26 @@ def build_onnx(
     if not weights.is_file():
         raise ArtifactError(f"{weights} not found: only safetensors artifacts can be exported")
     source_sha256 = sha256_file(weights)
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
     tokenizer = AutoTokenizer.from_pretrained(directory)
     network = AutoModelForSequenceClassification.from_pretrained(directory).eval()
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
-    example = tokenizer(list(texts[:2]), padding=True, return_tensors="pt")
-    example = {name: example[name] for name in names}
+    names: list[str] = [
+        n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names
+    ]
+    encoded = tokenizer(list(texts[:2]), padding=True, return_tensors="pt")
+    example = {name: encoded[name] for name in names}
     # batches of 64 (padded to different lengths), then the first texts one at a time (no padding, batch of 1)
     groups = [list(texts[i : i + 64]) for i in range(0, len(texts), 64)] + [[t] for t in texts[:8]]
     expected = [_forward(network, tokenizer, names, group, max_length) for group in groups]
     # what the float32 network scores on each check, in the same passes the export is scored in
     reference = {check.name: _check_scores(network, tokenizer, names, check, max_length) for check in checks}
-    refusals = []
+    refusals: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp) / "model.onnx"
+        dynamic_axes: dict[str, dict[int, str]] = {
+            **{name: {0: "batch", 1: "tokens"} for name in names},
+            "logits": {0: "batch"},
+        }
         with torch.no_grad(), _quiet():
             torch.onnx.export(
                 network,
@@ -133,7 +145,7 @@ def build_onnx(
                 kwargs=example,
                 input_names=names,
                 output_names=["logits"],
-                dynamic_axes={**{name: {0: "batch", 1: "tokens"} for name in names}, "logits": {0: "batch"}},
+                dynamic_axes=dynamic_axes,
                 opset_version=OPSET,
                 dynamo=False,
             )
@@ -167,7 +179,7 @@ def build_onnx(
                     f"{len(texts)} probe texts (at least {MIN_AGREEMENT:.0%} needed)"
                 )
                 continue
-            scored = {}
+            scored: dict[str, dict[str, int | float]] = {}
             # least accurate set first (most texts near a decision boundary), stopping at the first that moved
             for check in sorted(checks, key=lambda c: reference[c.name][0]):
                 (accuracy, macro_f1), (ref_accuracy, ref_macro_f1) = (
@@ -244,7 +256,7 @@ def float_ladder(layers: int) -> list[tuple[str, ...]]:
     ]
 
 
-def feed_forward_nodes(graph_model) -> list[tuple[str, str]]:
+def feed_forward_nodes(graph_model: ModelProto) -> list[tuple[str, str]]:
     """(up-projection, down-projection) MatMul node names of each encoder layer's feed-forward block, first layer first.
 
     Found by weight shape, so any BERT-like export works: the hidden size ``h`` is the side of the most common
@@ -270,7 +282,7 @@ def feed_forward_nodes(graph_model) -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """The tracer's and the quantiser's advice is for model authors, not for someone exporting an artifact.
 
     What it warns about (a shape or branch fixed at trace time) is what :func:`_agreement` checks: other
@@ -286,16 +298,28 @@ def _quiet():
             logging.disable(previous)
 
 
-def _forward(network, tokenizer, names, texts: Sequence[str], max_length: int) -> np.ndarray:
+def _forward(
+    network: PreTrainedModel | OnnxNetwork,
+    tokenizer: PreTrainedTokenizerBase,
+    names: Sequence[str],
+    texts: Sequence[str],
+    max_length: int,
+) -> NDArray[np.float32]:
     """Logits of ``texts`` as one padded batch."""
-    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    batch = {name: batch[name] for name in names}
+    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    batch = {name: encoded[name] for name in names}
     with torch.inference_mode():
-        return network(**batch).logits.float().numpy()
+        logits: NDArray[np.float32] = network(**batch).logits.float().numpy()
+        return logits
 
 
 def _agreement(
-    expected: list[np.ndarray], onnx_network, tokenizer, names, groups, max_length: int
+    expected: list[NDArray[np.float32]],
+    onnx_network: OnnxNetwork,
+    tokenizer: PreTrainedTokenizerBase,
+    names: Sequence[str],
+    groups: list[list[str]],
+    max_length: int,
 ) -> tuple[float, float]:
     """Argmax agreement and the largest logit difference of the int8 network vs the fp32 one's ``expected`` logits."""
     agree, worst, total = 0, 0.0, 0
@@ -307,7 +331,13 @@ def _agreement(
     return round(agree / max(1, total), 6), round(worst, 6)
 
 
-def _check_scores(network, tokenizer, names, check: AccuracyCheck, max_length: int) -> tuple[float, float]:
+def _check_scores(
+    network: PreTrainedModel | OnnxNetwork,
+    tokenizer: PreTrainedTokenizerBase,
+    names: Sequence[str],
+    check: AccuracyCheck,
+    max_length: int,
+) -> tuple[float, float]:
     """A network's accuracy and macro-F1 (0-1) on ``check`` as the service runs it on CPU: sorted by length, in
     passes of at most 16 cut where padding would cost more than a pass (:func:`model.classifier.plan_passes`).
 
@@ -324,7 +354,7 @@ def _check_scores(network, tokenizer, names, check: AccuracyCheck, max_length: i
     return float((predicted == gold).mean()), macro_f1(predicted, gold)
 
 
-def macro_f1(predicted: np.ndarray, gold: np.ndarray) -> float:
+def macro_f1(predicted: NDArray[np.integer], gold: NDArray[np.integer]) -> float:
     """The mean F1 of the classes present in ``gold`` (0 for a class never predicted right)."""
     f1 = []
     for label in np.unique(gold):

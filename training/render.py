@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from training.calibration import confidence_bins
 from training.metrics import confusion
 
+if TYPE_CHECKING:
+    from training.evaluate import Scored
 
-def print_table(title: str, metrics: dict) -> None:
+
+def print_table(title: str, metrics: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -27,25 +33,25 @@ def print_table(title: str, metrics: dict) -> None:
     )
 
 
-def markdown_per_class(metrics: dict) -> str:
+def markdown_per_class(metrics: dict[str, Any]) -> str:
     lines = ["| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for label, row in metrics["per_class"].items():
         lines.append(f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
     return "\n".join(lines)
 
 
-def _pyplot():
+def _use_agg() -> None:
+    """Draw to files only: no display is needed (or present) where reports are made."""
     import matplotlib
 
     matplotlib.use("Agg")
+
+
+def save_confusion_png(path: Path, matrix: NDArray[np.integer], labels: list[str], title: str) -> Path:
+    """Row-normalised confusion heatmap (the share of each true label), with the counts written in the cells."""
+    _use_agg()
     import matplotlib.pyplot as plt
 
-    return plt
-
-
-def save_confusion_png(path: Path, matrix: np.ndarray, labels: list[str], title: str) -> Path:
-    """Row-normalised confusion heatmap (the share of each true label), with the counts written in the cells."""
-    plt = _pyplot()
     totals = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
     size = max(5.0, 0.42 * len(labels) + 3)
@@ -75,13 +81,13 @@ def save_confusion_png(path: Path, matrix: np.ndarray, labels: list[str], title:
     return path
 
 
-def reliability(probs: np.ndarray, gold: np.ndarray, bins: int = 15) -> list[dict]:
+def reliability(probs: NDArray[np.floating], gold: NDArray[np.integer], bins: int = 15) -> list[dict[str, float]]:
     """Per equal-width confidence bin: texts, mean confidence, accuracy (the reliability diagram's data)."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == gold
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = confidence_bins(confidence, bins)
-    out = []
+    out: list[dict[str, float]] = []
     for b in range(bins):
         mask = which == b
         if mask.any():
@@ -97,8 +103,10 @@ def reliability(probs: np.ndarray, gold: np.ndarray, bins: int = 15) -> list[dic
     return out
 
 
-def save_reliability_png(path: Path, rows: list[dict], title: str) -> Path:
-    plt = _pyplot()
+def save_reliability_png(path: Path, rows: list[dict[str, float]], title: str) -> Path:
+    _use_agg()
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     centres = [(r["low"] + r["high"]) / 2 for r in rows]
@@ -128,10 +136,12 @@ def save_reliability_png(path: Path, rows: list[dict], title: str) -> Path:
 LENGTH_BINS = ((1, 3), (4, 6), (7, 10), (11, 15), (16, 25), (26, None))
 
 
-def accuracy_by_length(texts, probs: np.ndarray, gold: np.ndarray) -> list[dict]:
+def accuracy_by_length(
+    texts: Iterable[str], probs: NDArray[np.floating], gold: NDArray[np.integer]
+) -> list[dict[str, str | float]]:
     words = np.array([len(str(t).split()) for t in texts])
     correct = probs.argmax(axis=1) == gold
-    out = []
+    out: list[dict[str, str | float]] = []
     for low, high in LENGTH_BINS:
         mask = (words >= low) & ((words <= high) if high is not None else True)
         if mask.any():
@@ -145,7 +155,7 @@ def accuracy_by_length(texts, probs: np.ndarray, gold: np.ndarray) -> list[dict]
     return out
 
 
-def worst_confusions(matrix: np.ndarray, labels: list[str], k: int = 10) -> list[dict]:
+def worst_confusions(matrix: NDArray[np.integer], labels: list[str], k: int = 10) -> list[dict[str, str | float]]:
     pairs = [
         (int(matrix[i, j]), i, j) for i in range(len(labels)) for j in range(len(labels)) if i != j and matrix[i, j]
     ]
@@ -157,12 +167,12 @@ def worst_confusions(matrix: np.ndarray, labels: list[str], k: int = 10) -> list
     ]
 
 
-def _md_table(header: list[str], rows: list[list], align: str) -> list[str]:
+def _md_table(header: list[str], rows: Sequence[Sequence[object]], align: str) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def report_sections(scored, texts) -> dict:
+def report_sections(scored: Scored, texts: Sequence[str]) -> dict[str, Any]:
     """The report's content as data: headline, per-label rows, confusions, reliability, accuracy by length."""
     matrix = confusion(scored.probs, scored.gold, len(scored.labels))
     return {
@@ -174,7 +184,7 @@ def report_sections(scored, texts) -> dict:
     }
 
 
-def write_report(directory: Path, title: str, scored, source: str, texts=None) -> Path:
+def write_report(directory: Path, title: str, scored: Scored, source: str, texts: Iterable[str] | None = None) -> Path:
     """``report.md`` and ``report.html`` (the same content) with ``confusion.png`` and ``reliability.png``.
 
     A team lead reads it: headline figures, a per-label table, the ten worst confusion pairs, a row-normalised
@@ -193,7 +203,7 @@ def write_report(directory: Path, title: str, scored, source: str, texts=None) -
     save_reliability_png(directory / "reliability.png", parts["reliability"], f"{title}: reliability")
     m = scored.metrics
     f1 = {k: v["f1"] for k, v in m["per_class"].items() if v["support"]}
-    weakest = min(f1, key=f1.get) if f1 else "-"
+    weakest = min(f1, key=f1.__getitem__) if f1 else "-"
     lines = [
         f"# {title}",
         "",

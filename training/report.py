@@ -13,16 +13,23 @@ import argparse
 import csv
 import os
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from training.paths import artifacts_dir, data_dir, reports_dir
+
+if TYPE_CHECKING:
+    from model.classifier import TextClassifier
+    from model.scope import ScopeGate
+    from training.data import Inquiry
 
 CROSS_RELEASE = {"8k": "4k5", "4k5": "8k"}  # trained on -> validated on
 SENTIMENT_SOURCES = ("cs-holdout", "tweeteval-val-holdout", "tweeteval-test", "bitext-4k5", "goemotions-test", "probe")
 
 
-def write_csv(path: Path, rows) -> Path:
+def write_csv(path: Path, rows: Iterable[tuple[str, str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("text", "label"), *rows])
@@ -87,7 +94,7 @@ def intent_models(artifacts: Path) -> list[tuple[Path, str | None]]:
     return [(artifacts / "intent", None)] + [(artifacts / f"intent-{t}", t) for t in CROSS_RELEASE]
 
 
-def seen_by(model_dir: Path, data_dir: Path) -> tuple[str, list, list]:
+def seen_by(model_dir: Path, data_dir: Path) -> tuple[str, list[Inquiry], list[Inquiry]]:
     """(``--train-on``, the texts it trained on, every text it was built from), by its manifest's settings.
 
     Built from = trained on plus, for a model trained on both releases, the 10% kept to fit its temperature.
@@ -101,7 +108,7 @@ def seen_by(model_dir: Path, data_dir: Path) -> tuple[str, list, list]:
     return train_on, split.train, split.train + (split.held_out if split.held_out_role == "calibration" else [])
 
 
-def tfidf_baseline(train_items: list):
+def tfidf_baseline(train_items: list[Inquiry]) -> Any:  # a fitted sklearn Pipeline (sklearn has no types)
     """Word 1-2 gram TF-IDF + logistic regression, fitted on ``train_items``: the baseline the issue quotes."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -113,8 +120,8 @@ def tfidf_baseline(train_items: list):
     return baseline.fit([x.text for x in train_items], [x.intent for x in train_items])
 
 
-def accuracy_of(classifier, rows: list) -> float:
-    predicted = classifier.predict([x.text for x in rows])
+def accuracy_of(classifier: Any, rows: list[Inquiry]) -> float:
+    predicted: Iterable[str] = classifier.predict([x.text for x in rows])  # an array of label names
     return sum(p == x.intent for p, x in zip(predicted, rows)) / len(rows)
 
 
@@ -200,7 +207,7 @@ def out_of_scope_section(artifacts: Path, data_dir: Path, tmp: Path) -> list[str
         classifier = TextClassifier.load(model_dir)
         gate = ScopeGate.for_tokenizer(classifier.tokenizer)
 
-        def answered(texts: list[str], classifier=classifier, gate=gate) -> list[bool]:
+        def answered(texts: list[str], classifier: TextClassifier = classifier, gate: ScopeGate = gate) -> list[bool]:
             probs = classifier.predict_proba(texts, default_pass_size(classifier))
             return [bool(p.max() >= ABSTAIN_THRESHOLD) and gate.reason(t) is None for p, t in zip(probs, texts)]
 

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
-from model.artifacts import SENTIMENT_LABELS
+from model.artifacts import SENTIMENT_LABELS, DataFile, Manifest
 from training import sentiment_data as sd
-from training.artifact import data_file, save_artifact
+from training.artifact import DataRole, data_file, save_artifact
 from training.calibration import calibration_report, fit_temperature, softmax
 from training.data import stratified_holdout
 from training.engine import TrainConfig, predict_logits, seed_everything, train
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
 from training.onnx_export import AccuracyCheck
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from model.classifier import DeviceChoice
 
 SENTIMENT_DEFAULTS = TrainConfig(epochs=2.0, lr=1e-4, batch_size=32, max_length=64, seed=13)
 #: validation sources scored at the end of training (tweeteval-test is in reports/results.md)
@@ -26,7 +34,7 @@ LABELS = list(SENTIMENT_LABELS)
 SENTIMENT_CLASS_WEIGHTS = (2.0, 1.0, 1.0)
 
 
-def _files(data_dir: Path, sources, role: str, rows: Counter) -> list:
+def _files(data_dir: Path, sources: Iterable[str], role: DataRole, rows: Counter[str]) -> list[DataFile]:
     table = sd.TRAIN_SOURCES if role == "train" else sd.VALIDATION_SOURCES
     out = []
     for source in sources:
@@ -41,7 +49,13 @@ def _probe_texts(data_dir: Path, seed: int, count: int = 1000) -> list[str]:
     return random.Random(seed).sample(texts, min(count, len(texts)))
 
 
-def score_sources(model, tokenizer, device, sources: dict, max_length: int) -> dict:
+def score_sources(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    device: DeviceChoice,
+    sources: dict[str, list[sd.Labeled]],
+    max_length: int,
+) -> dict[str, tuple[NDArray[np.float32], NDArray[np.int64]]]:
     """name -> (logits, gold ids) for each validation source (name -> its rows)."""
     out = {}
     for name, rows in sources.items():
@@ -55,9 +69,9 @@ def train_sentiment(
     output: Path,
     base_model: str,
     config: TrainConfig = SENTIMENT_DEFAULTS,
-    mix=sd.DEFAULT_MIX,
-    class_weights=SENTIMENT_CLASS_WEIGHTS,
-):
+    mix: Sequence[sd.MixPart] = sd.DEFAULT_MIX,
+    class_weights: Sequence[float] = SENTIMENT_CLASS_WEIGHTS,
+) -> Manifest:
     """Train on ``mix`` less a 10% holdout, fit the temperature on that holdout, score every validation source, save.
 
     The temperature is fitted on held-out rows of the training mix because they carry the product's label

@@ -7,7 +7,7 @@ import json
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,7 +242,7 @@ DEFAULT_MIX: tuple[MixPart, ...] = (
 )
 
 #: source name -> (loader, file paths relative to the data dir) for training sources
-TRAIN_SOURCES = {
+TRAIN_SOURCES: dict[str, tuple[Callable[[Path], list[Labeled]], list[str]]] = {
     "bitext-8k": (lambda d: load_bitext_sentiment(d, "8k"), [bitext.BITEXT_8K]),
     "goemotions-train": (
         lambda d: load_goemotions(d, "train"),
@@ -258,7 +258,7 @@ TRAIN_SOURCES = {
 }
 
 #: validation sources, none of them trained on (name -> loader, files)
-VALIDATION_SOURCES = {
+VALIDATION_SOURCES: dict[str, tuple[Callable[[Path], list[Labeled]], list[str]]] = {
     "tweeteval-val-holdout": (
         lambda d: split_tweeteval_val(d)[1],
         ["tweeteval/val_text.txt", "tweeteval/val_labels.txt"],
