@@ -34,10 +34,12 @@ def load_model(settings: Settings) -> TriageModel:
 
 
 def build_processor(settings: Settings, model: TriageModel | None = None) -> Processor:
+    policy = RoutingPolicy.from_file(settings.policy_file)  # a bad policy file stops the start before the model loads
     model = model or load_model(settings)
+    policy.check_fits(model)
     return Processor(
         model=model,
-        policy=RoutingPolicy.from_file(settings.policy_file),
+        policy=policy,
         topics=Topics(settings.auto_topic, settings.human_topic, settings.dlq_topic),
         max_text_chars=settings.max_text_chars,
     )

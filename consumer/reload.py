@@ -87,6 +87,7 @@ class ModelReloader:
 
     def _load_and_check(self) -> TriageModel:
         model = self.load()
+        self.processor.policy.check_fits(model)  # a model for another taxonomy never serves under this policy
         predictions = model.predict(CANARY_TEXTS)
         scores = [p.intent.confidence for p in predictions] + [p.sentiment.score for p in predictions]
         if len(predictions) != len(CANARY_TEXTS) or not np.isfinite(scores).all():

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
-from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from consumer.errors import ConfigError
-from model import Prediction
+from model import Prediction, TriageModel
 from schemas import Route
+from schemas.policy import PolicyError, PolicyRules
 
 # Reason codes put on every event's triage.reasons.
 REASON_HUMAN_INTENT = "intent_needs_human"
@@ -21,39 +18,29 @@ REASON_OUT_OF_SCOPE = "out_of_scope"
 REASON_AUTOMATABLE = "automatable_intent"
 
 
-class RoutingPolicy(BaseModel):
+class RoutingPolicy(PolicyRules):
     """Human when the intent needs a person, the customer is negative, or the model is unsure."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    human_intents: frozenset[str] = frozenset()
-    human_categories: frozenset[str] = frozenset()
-    negative_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
-    abstain_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
     @classmethod
     def default(cls) -> RoutingPolicy:
-        text = resources.files("consumer").joinpath("policy.toml").read_text(encoding="utf-8")
-        return cls._from_text(text, "built-in policy.toml")
+        try:
+            return super().default()
+        except PolicyError as exc:
+            raise ConfigError(str(exc)) from exc
 
     @classmethod
     def from_file(cls, path: str | Path | None) -> RoutingPolicy:
-        if path is None:
-            return cls.default()
-        path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read routing policy {path}: {exc}") from exc
-        return cls._from_text(text, str(path))
+            return super().from_file(path)
+        except PolicyError as exc:
+            raise ConfigError(str(exc)) from exc
 
-    @classmethod
-    def _from_text(cls, text: str, source: str) -> RoutingPolicy:
-        try:
-            data = tomllib.loads(text)
-            return cls.model_validate(data.get("routing", {}))
-        except (tomllib.TOMLDecodeError, ValidationError) as exc:
-            raise ConfigError(f"invalid routing policy in {source}: {exc}") from exc
+    def check_fits(self, model: TriageModel) -> None:
+        """Refuse a model whose intents or categories this policy does not fit (``ConfigError`` with the names)."""
+        manifest = model.intent.manifest
+        problems = self.fit_problems(manifest.labels, manifest.categories.values())
+        if problems:
+            raise ConfigError(f"routing policy and intent model {manifest.version} do not fit: {'; '.join(problems)}")
 
     def decide(self, prediction: Prediction) -> tuple[Route, list[str]]:
         intent, sentiment = prediction.intent, prediction.sentiment

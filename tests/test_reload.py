@@ -1,12 +1,15 @@
 """Hot reload: a refused version is tried again later, with a growing delay."""
 
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from consumer.errors import ConfigError
 from consumer.reload import RETRY_FIRST_S, RETRY_MAX_S, ModelReloader
+from consumer.routing import RoutingPolicy
 from consumer.settings import Settings
 from model import TriageModel
 from model.artifacts import read_manifest, write_manifest
@@ -35,7 +38,7 @@ def _settle(reloader: ModelReloader) -> None:
 
 def test_a_refused_version_is_tried_again_with_backoff_then_served(models):
     clock = Clock()
-    processor = SimpleNamespace(model=TriageModel.load(models))
+    processor = SimpleNamespace(model=TriageModel.load(models), policy=RoutingPolicy.default())
     attempts = []
 
     def load():
@@ -85,7 +88,7 @@ def test_the_retry_delay_doubles_up_to_its_cap(models):
     def load():
         raise MemoryError("short of memory")
 
-    processor = SimpleNamespace(model=TriageModel.load(models))
+    processor = SimpleNamespace(model=TriageModel.load(models), policy=RoutingPolicy.default())
     reloader = ModelReloader(Settings(model_dir=models, reload_interval_s=1), processor, load, clock=clock)
     write_manifest(models / "sentiment", read_manifest(models / "sentiment").model_copy(update={"version": "s-v2"}))
     delays = []
@@ -95,4 +98,30 @@ def test_the_retry_delay_doubles_up_to_its_cap(models):
         _settle(reloader)
         delays.append(reloader.refused[reloader._on_disk()][1] - clock.now)
     assert delays == [min(RETRY_MAX_S, RETRY_FIRST_S * 2**n) for n in range(8)] and delays[-1] == RETRY_MAX_S
+    reloader.close()
+
+
+def test_a_model_for_another_taxonomy_is_refused_and_the_running_one_kept(models):
+    """The built-in policy names every Bitext intent: a model where one is renamed does not fit it."""
+    clock = Clock()
+    processor = SimpleNamespace(model=TriageModel.load(models), policy=RoutingPolicy.default())
+    reloader = ModelReloader(
+        Settings(model_dir=models, reload_interval_s=1), processor, lambda: TriageModel.load(models), clock=clock
+    )
+    manifest = read_manifest(models / "intent")
+    labels = ["product_question" if label == "review" else label for label in manifest.labels]
+    categories = {("product_question" if k == "review" else k): v for k, v in manifest.categories.items()}
+    renamed = {"version": "intent-v2", "labels": labels, "categories": categories}
+    write_manifest(models / "intent", manifest.model_copy(update=renamed))
+    config = json.loads((models / "intent" / "config.json").read_text())
+    config["id2label"] = dict(enumerate(labels))
+    config["label2id"] = {label: i for i, label in enumerate(labels)}
+    (models / "intent" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="review.*product_question"):
+        processor.policy.check_fits(TriageModel.load(models))
+    clock.now += 2
+    reloader.tick()
+    _settle(reloader)
+    assert reloader._on_disk() in reloader.refused
+    assert processor.model.versions.intent == "intent-tiny-test-0", "the running model keeps serving"
     reloader.close()

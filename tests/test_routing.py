@@ -52,3 +52,47 @@ def test_invalid_policy_is_a_clear_error(tmp_path, text):
 def test_missing_policy_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         RoutingPolicy.from_file(tmp_path / "absent.toml")
+
+
+def test_the_built_in_policy_names_every_bitext_intent_once():
+    from tests.tiny import BITEXT_CATEGORIES
+
+    policy = RoutingPolicy.default()
+    assert policy.fit_problems(BITEXT_CATEGORIES, BITEXT_CATEGORIES.values()) == []
+    assert policy.human_intents | policy.auto_intents == set(BITEXT_CATEGORIES)
+
+
+def test_a_policy_that_does_not_fit_the_labels_says_what_is_wrong():
+    policy = RoutingPolicy(
+        human_intents=frozenset({"cancel_service"}),
+        auto_intents=frozenset({"no_signal", "bill_explanation"}),
+        human_categories=frozenset({"BILLING"}),
+    )
+    intents = {"cancel_service": "account", "no_signal": "technical", "bill_explanation": "billing"}
+    assert policy.fit_problems(intents, intents.values()) == [
+        "the policy names categories the model does not have: BILLING"
+    ]
+    problems = policy.fit_problems(["cancel_service", "no_signal", "slow_internet"], ["account", "technical"])
+    assert "names intents the model does not have: bill_explanation" in problems[0]
+    assert "does not name (add each to human_intents or auto_intents): slow_internet" in problems[-1]
+    # without auto_intents, an intent the policy does not name is automatable (the policy is open)
+    open_policy = RoutingPolicy(human_intents=frozenset({"cancel_service"}))
+    assert open_policy.fit_problems(["cancel_service", "slow_internet"], []) == []
+
+
+def test_an_intent_in_both_lists_is_refused(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text('[routing]\nhuman_intents = ["a", "b"]\nauto_intents = ["b", "c"]\n')
+    with pytest.raises(ConfigError, match="both human_intents and auto_intents: b"):
+        RoutingPolicy.from_file(path)
+
+
+def test_the_service_refuses_to_start_with_a_policy_for_another_taxonomy(tiny_model, tmp_path):
+    from consumer.app import build_processor
+    from consumer.settings import Settings
+
+    path = tmp_path / "telecom.toml"
+    path.write_text('[routing]\nhuman_intents = ["cancel_service"]\n')
+    with pytest.raises(ConfigError, match="names intents the model does not have: cancel_service"):
+        build_processor(Settings(policy_file=path), tiny_model)
+    assert build_processor(Settings(), tiny_model).policy == RoutingPolicy.default()

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from training.errors import TrainingError
 from training.metrics import classification_metrics
 
 if TYPE_CHECKING:
     from model.classifier import TextClassifier
 
 
-class EvaluationError(Exception):
+class EvaluationError(TrainingError):
     """Bad evaluation input (missing column, unknown labels, wrong task); the CLI exits with code 2."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from model.artifacts import DataFile, Manifest
 from training import data as bitext
+from training import taxonomy
 from training.artifact import data_file, save_artifact
 from training.augment import Augmentation, augment
 from training.calibration import calibration_report, fit_temperature, softmax
@@ -219,6 +220,22 @@ def cross_release_temperature(recipe: IntentRecipe, base_model: str, report: Pat
     return float(summary["pooled_temperature"])
 
 
+def own_split(
+    path: Path, columns: taxonomy.Columns, policy: Path | None, min_examples: int, seed: int
+) -> tuple[IntentSplit, dict[str, str]]:
+    """A team's labelled file as a split (validation held out by near-duplicate groups) and its categories; every
+    reason it cannot be trained on, or does not fit the routing policy, raises ``TaxonomyError`` first."""
+    items = taxonomy.unique(taxonomy.read_labelled(path, columns))
+    categories = taxonomy.check(items, taxonomy.load_policy(policy), min_examples)
+    train_rows, held = taxonomy.validation_split(items, taxonomy.VALIDATION_SHARE, seed)
+    return IntentSplit(train_rows, held, "validation", [data_file(path, len(items), "train")]), categories
+
+
+def _has_sentences(data_dir: Path, split: str) -> bool:
+    """Whether ``data_dir`` holds the GoEmotions and SST-5 ``split`` (a TRIAGE_HOME with only a team's data may not)."""
+    return all((Path(data_dir) / name).is_file() for name in (f"goemotions/{split}.tsv", f"sst5/{split}.txt"))
+
+
 def train_intent(
     data_dir: Path,
     output: Path,
@@ -226,13 +243,21 @@ def train_intent(
     recipe: IntentRecipe | None = None,
     train_on: str = "all",
     slot_augment: bool = True,
+    own: tuple[IntentSplit, dict[str, str]] | None = None,
 ) -> Manifest:
-    """Train, calibrate and save an intent artifact; returns its Manifest."""
+    """Train, calibrate and save an intent artifact; returns its Manifest. ``own`` (from :func:`own_split`)
+    trains on a team's own taxonomy instead of the Bitext releases."""
     recipe = recipe or default_recipe()
+    if own is not None and recipe.outlier_exposure and not _has_sentences(data_dir, "train"):
+        print(f"intent: no GoEmotions / SST-5 texts in {data_dir}: training without outlier exposure")
+        recipe = replace(recipe, outlier_exposure=False)
     config = recipe.config
-    split = make_split(data_dir, train_on, slot_augment, config.seed)
+    if own is not None:
+        split, categories = own
+    else:
+        split = make_split(data_dir, train_on, slot_augment, config.seed)
+        categories = bitext.category_map(split.train + split.held_out)
     outlier_files = outlier_texts(data_dir, OUTLIER_ROWS, config.seed)[1] if recipe.outlier_exposure else []
-    categories = bitext.category_map(split.train + split.held_out)
     labels = sorted(categories)
     label_id = {label: i for i, label in enumerate(labels)}
     print(
@@ -257,8 +282,12 @@ def train_intent(
             )
     held_probs = softmax(logits, temperature)
     held_metrics = classification_metrics(held_probs, gold, labels)
-    scope_texts = out_of_scope_texts(data_dir)
-    scope_probs = softmax(predict_logits(model, tokenizer, scope_texts, device, config.max_length), temperature)
+    scope_texts = out_of_scope_texts(data_dir) if own is None or _has_sentences(data_dir, "test") else []
+    scope_probs = (
+        softmax(predict_logits(model, tokenizer, scope_texts, device, config.max_length), temperature)
+        if scope_texts
+        else np.empty((0, len(labels)), dtype=np.float32)
+    )
     metrics = {
         split.held_out_role: summary(held_metrics),
         f"{split.held_out_role}_per_class": held_metrics["per_class"],
@@ -273,8 +302,8 @@ def train_intent(
         "training": stats | {"device": device.description},
     }
     hparams = recipe.as_dict() | {
-        "train_on": train_on,
-        "slot_augment": slot_augment,
+        "train_on": train_on if own is None else "own",
+        "slot_augment": slot_augment and own is None,
         "outlier_exposure": (OutlierExposure().as_dict() | {"rows": OUTLIER_ROWS} if recipe.outlier_exposure else None),
     }
     manifest = save_artifact(
@@ -299,10 +328,11 @@ def train_intent(
         f"intent: {split.held_out_role} accuracy {held_metrics['accuracy']:.4f}, "
         f"T={temperature:.3f} ({source}), saved {output} ({manifest.version})"
     )
-    print(
-        f"intent: confidence >= {ABSTAIN_THRESHOLD} on {metrics['out_of_scope']['confident_share']:.1%} of "
-        f"{len(scope_texts)} texts that are not inquiries, on "
-        f"{metrics['out_of_scope'][f'{split.held_out_role}_confident_share']:.1%} "
-        f"of the {split.held_out_role} inquiries"
-    )
+    if scope_texts:
+        print(
+            f"intent: confidence >= {ABSTAIN_THRESHOLD} on {metrics['out_of_scope']['confident_share']:.1%} of "
+            f"{len(scope_texts)} texts that are not inquiries, on "
+            f"{metrics['out_of_scope'][f'{split.held_out_role}_confident_share']:.1%} "
+            f"of the {split.held_out_role} inquiries"
+        )
     return manifest

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from training.errors import TrainingError
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -27,7 +29,7 @@ def load_base(base_model: str, labels: Sequence[str]) -> tuple[PreTrainedModel, 
     return model, tokenizer
 
 
-class FreezeError(ValueError):
+class FreezeError(TrainingError, ValueError):
     """``freeze_layers`` does not fit the base model."""
 
 

@@ -351,8 +351,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     configure_logging("auto", "warning", sys.stderr)
     overrides = {"model_dir": args.model_dir, "policy_file": args.policy}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    model = load_model(settings)
     policy = RoutingPolicy.from_file(settings.policy_file)
+    model = load_model(settings)
+    policy.check_fits(model)
     for text, prediction in zip(texts, model.predict(texts)):
         route, reasons = policy.decide(prediction)
         if args.json:

@@ -140,6 +140,30 @@ def _add_train_parser(sub: SubParsers) -> None:
             help="artifact directory to write (under TRIAGE_HOME/artifacts)",
         )
         if task == "intent":
+            own = p.add_argument_group(
+                "your own intents",
+                "train on a labelled CSV (header row) or JSON-lines file instead of Bitext's 27 intents; the data is "
+                "checked against the routing policy first (docs/own-taxonomy.md)",
+            )
+            own.add_argument("--data", type=Path, default=None, help="labelled inquiries: .csv, .jsonl or .ndjson")
+            own.add_argument("--text-column", default="text", help="column (or JSON key) holding the inquiry text")
+            own.add_argument("--label-column", default="intent", help="column holding the intent label")
+            own.add_argument(
+                "--category-column", default=None, help="column holding the category (without: each intent is its own)"
+            )
+            own.add_argument(
+                "--policy",
+                type=Path,
+                default=None,
+                help="routing policy the model will serve under; every intent or category it names must be in the "
+                "data, and with auto_intents every intent of the data must be named (default: the built-in policy)",
+            )
+            own.add_argument(
+                "--min-examples",
+                type=positive_int,
+                default=10,
+                help="refuse an intent with fewer examples than this",
+            )
             p.add_argument(
                 "--train-on",
                 choices=("all", "both", "8k", "4k5"),
@@ -278,7 +302,7 @@ def _intent_recipe(args: argparse.Namespace, config: TrainConfig) -> IntentRecip
 
 def run_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from training.modeling import FreezeError
+    from training.errors import TrainingError
     from training.paths import default_base_model
 
     config = _config(args, "train")
@@ -287,17 +311,23 @@ def run_train(args: argparse.Namespace) -> int:
     base = args.base_model or default_base_model()
     try:
         if args.task == "intent":
-            from training.intent import train_intent
+            from training.intent import own_split, train_intent
 
+            own = None
+            if args.data is not None:
+                from training.taxonomy import Columns
+
+                columns = Columns(args.text_column, args.label_column, args.category_column)
+                own = own_split(args.data, columns, args.policy, args.min_examples, config.seed)
             train_intent(
-                args.data_dir, args.output, base, _intent_recipe(args, config), args.train_on, args.slot_augment
+                args.data_dir, args.output, base, _intent_recipe(args, config), args.train_on, args.slot_augment, own
             )
         else:
             from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
 
             weights = parse_weights(args.class_weights) if args.class_weights else SENTIMENT_CLASS_WEIGHTS
             train_sentiment(args.data_dir, args.output, base, config, class_weights=weights)
-    except FreezeError as exc:
+    except TrainingError as exc:
         print(f"triage train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return 0
@@ -306,8 +336,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_crossval(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from training.crossval import markdown, run_crossval
+    from training.errors import TrainingError
     from training.intent import out_of_scope_sets
-    from training.modeling import FreezeError
     from training.paths import default_base_model
 
     config = _config(args, "crossval")
@@ -322,7 +352,7 @@ def run_crossval(args: argparse.Namespace) -> int:
             args.out,
             out_of_scope_sets(args.data_dir),
         )
-    except FreezeError as exc:
+    except TrainingError as exc:
         print(f"triage crossval: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
