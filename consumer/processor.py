@@ -139,6 +139,12 @@ class Processor:
         prediction = item.prediction
         assert prediction is not None
         route, reasons = self.policy.decide(prediction)
+        replies = self.model.replies
+        reply = (
+            replies.suggest(item.text, prediction.intent.label)
+            if replies is not None and route == "auto_response"
+            else None
+        )
         triage = Triage.model_construct(
             intent=prediction.intent,
             sentiment=prediction.sentiment,
@@ -146,6 +152,7 @@ class Processor:
             reasons=reasons,
             model=self.model.versions,
             processed_at=processed_at,
+            reply=reply,
         )
         payload = dict(item.payload)
         payload["triage"] = triage.model_dump(mode="json")

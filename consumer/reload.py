@@ -58,9 +58,10 @@ class ModelReloader:
         return _fingerprint(model.intent.manifest) + _fingerprint(model.sentiment.manifest)
 
     def _on_disk(self) -> tuple[str, ...] | None:
-        """(intent version, its ONNX export's hash, sentiment version, its export's hash) in MODEL_DIR.
+        """(intent version, its additions' hashes, sentiment version, its additions' hashes) in MODEL_DIR.
 
-        The export counts: one added by `triage export-onnx` to the running version is a new model to load.
+        Additions count: an export added by `triage export-onnx`, or replies by `triage train replies`, to the
+        running version is a new model to load.
         """
         try:
             return _fingerprint(read_manifest(self.settings.model_dir / "intent")) + _fingerprint(
@@ -134,4 +135,7 @@ class ModelReloader:
 
 
 def _fingerprint(manifest: Manifest) -> tuple[str, str]:
-    return manifest.version, manifest.onnx.sha256 if manifest.onnx is not None else ""
+    """(version, what was added to that version since: its ONNX export and reply library, by their hashes)."""
+    onnx = manifest.onnx.sha256 if manifest.onnx is not None else ""
+    replies = manifest.replies.sha256 if manifest.replies is not None else ""
+    return manifest.version, f"{onnx}:{replies}"

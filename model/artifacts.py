@@ -73,6 +73,19 @@ class OnnxExport(BaseModel):
         return tuple(dict.fromkeys(self.float_matmuls + older))
 
 
+class ReplyFile(BaseModel):
+    """The artifact's reply library (:mod:`model.replies`): suggested replies for automatable intents."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    sha256: str
+    version: str
+    templates: int = Field(ge=1)
+    #: where the replies came from: a data file's path and its reply column
+    source: str = ""
+
+
 class Manifest(BaseModel):
     """What a trained model is, where it came from and how well it did."""
 
@@ -94,6 +107,8 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     #: the int8 ONNX export CPU inference runs when present (``triage export-onnx``)
     onnx: OnnxExport | None = None
+    #: intent artifacts: the reply library beside the weights, if one was built
+    replies: ReplyFile | None = None
 
     @model_validator(mode="after")
     def _check_labels(self) -> Manifest:

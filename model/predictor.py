@@ -13,8 +13,10 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
+from model.artifacts import Manifest, sha256_file
 from model.classifier import CpuPlan, TextClassifier, choose_device, cpu_plan
 from model.errors import ArtifactError, InferenceError
+from model.replies import ReplyLibrary
 from model.scope import ScopeGate
 from schemas import IntentResult, LabelScore, ModelVersions, SentimentLabel, SentimentResult
 
@@ -38,6 +40,18 @@ def default_pass_size(classifier: TextClassifier) -> int:
 _Pass = tuple[TextClassifier, Sequence[Sequence[int]], npt.NDArray[np.intp], npt.NDArray[np.float32]]
 
 
+def load_replies(directory: Path, manifest: Manifest) -> ReplyLibrary | None:
+    """The reply library the manifest names, checked against its hash; None when the artifact has none."""
+    if manifest.replies is None:
+        return None
+    path = directory / manifest.replies.file
+    if not path.is_file():
+        raise ArtifactError(f"{directory}: the manifest names a reply library {manifest.replies.file} that is missing")
+    if sha256_file(path) != manifest.replies.sha256:
+        raise ArtifactError(f"{path}: does not match the manifest's hash (changed after training?)")
+    return ReplyLibrary.load(path)
+
+
 class TriageModel:
     """The intent and sentiment classifiers the service runs, loaded from ``DIR/intent`` and ``DIR/sentiment``."""
 
@@ -48,6 +62,7 @@ class TriageModel:
         top_k: int = 3,
         batch_size: int | None = None,
         cpu: CpuPlan | None = None,
+        replies: ReplyLibrary | None = None,
     ):
         if intent.manifest.task != "intent" or sentiment.manifest.task != "sentiment":
             raise ArtifactError("expected an intent and a sentiment artifact")
@@ -61,6 +76,7 @@ class TriageModel:
         self.batch_size = batch_size or default_pass_size(intent)
         self.versions = ModelVersions(intent=intent.version, sentiment=sentiment.version)
         self.scope = ScopeGate.for_tokenizer(intent.tokenizer)
+        self.replies = replies
         # Both models are usually fine-tuned from the same base: then one tokenization serves both.
         signature = intent.tokenizer_signature
         self.shared_tokenizer = signature is not None and signature == sentiment.tokenizer_signature
@@ -88,12 +104,14 @@ class TriageModel:
         model_dir = Path(model_dir)
         plan = cpu_plan(torch_threads, parallel_models) if choose_device(device).device.type == "cpu" else None
         threads = plan.threads if plan else None
+        intent = TextClassifier.load(model_dir / "intent", device, backend, threads, bf16)
         return cls(
-            TextClassifier.load(model_dir / "intent", device, backend, threads, bf16),
+            intent,
             TextClassifier.load(model_dir / "sentiment", device, backend, threads, bf16),
             top_k=top_k,
             batch_size=batch_size,
             cpu=plan,
+            replies=load_replies(model_dir / "intent", intent.manifest),
         )
 
     @property

@@ -9,9 +9,11 @@ from schemas.events import (
     IntentResult,
     LabelScore,
     ModelVersions,
+    ReplySlot,
     Route,
     SentimentLabel,
     SentimentResult,
+    SuggestedReply,
     Triage,
 )
 
@@ -25,8 +27,10 @@ __all__ = [
     "IntentResult",
     "LabelScore",
     "ModelVersions",
+    "ReplySlot",
     "Route",
     "SentimentLabel",
     "SentimentResult",
+    "SuggestedReply",
     "Triage",
 ]

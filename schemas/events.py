@@ -74,6 +74,28 @@ class ModelVersions(BaseModel):
     sentiment: str
 
 
+class ReplySlot(BaseModel):
+    """A ``{{name}}`` marker of a reply template; ``value`` is what the inquiry filled it with (None: still marked)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    value: str | None = None
+
+
+class SuggestedReply(BaseModel):
+    """A reply a bot may send for an inquiry routed to auto_response, from the intent model's reply library."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    #: how closely the inquiry reads like the one the template answered (cosine similarity, 0-1)
+    confidence: Probability
+    slots: list[ReplySlot] = Field(default_factory=list)
+    #: the reply library's version (it ships with the intent model)
+    library: str
+
+
 class Triage(BaseModel):
     """What the service adds to an inquiry under the ``triage`` key."""
 
@@ -85,6 +107,8 @@ class Triage(BaseModel):
     reasons: list[str]
     model: ModelVersions
     processed_at: datetime
+    #: set on auto_response events when the intent model ships a reply library with a reply for the intent
+    reply: SuggestedReply | None = None
 
 
 class EnrichedEvent(InquiryEvent):

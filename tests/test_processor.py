@@ -104,6 +104,9 @@ class FlakyModel:
         self.versions = inner.versions
         self.calls = 0
 
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
     def predict(self, texts):
         self.calls += 1
         if any("explode" in t for t in texts):

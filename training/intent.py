@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from model.artifacts import DataFile, Manifest
+from model.artifacts import DataFile, Manifest, ReplyFile
 from training import data as bitext
-from training import taxonomy
+from training import replies, taxonomy
 from training.artifact import data_file, save_artifact
 from training.augment import Augmentation, augment
 from training.calibration import calibration_report, fit_temperature, softmax
@@ -24,6 +25,7 @@ from training.engine import (
     seed_everything,
     train,
 )
+from training.errors import TaxonomyError
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
 from training.onnx_export import AccuracyCheck
@@ -236,6 +238,42 @@ def _has_sentences(data_dir: Path, split: str) -> bool:
     return all((Path(data_dir) / name).is_file() for name in (f"goemotions/{split}.tsv", f"sst5/{split}.txt"))
 
 
+def _labels(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    device: DeviceChoice,
+    config: TrainConfig,
+    labels: list[str],
+) -> list[str]:
+    if not texts:
+        return []
+    return [labels[i] for i in predict_logits(model, tokenizer, texts, device, config.max_length).argmax(axis=1)]
+
+
+def _reply_library(
+    data_dir: Path, output: Path, held_out: list[bitext.Inquiry], predict: Callable[[list[str]], list[str]]
+) -> tuple[ReplyFile, dict[str, Any]]:
+    """Bitext's 4k5 responses as the artifact's reply library, and how it does on inquiries the model never
+    trained on: the held-out 4k5 rows, answered from a library built without them (or any text of their
+    template), by the intent the model predicts."""
+    rows = replies.bitext_rows(data_dir)
+    held_keys = {bitext.normalise_key(x.text) for x in held_out}
+    held = [r for r in rows if bitext.normalise_key(r.text) in held_keys]
+    held_templates = {bitext.template_key(replies.template_of(r).example) for r in held}
+    rest = [r for r in rows if bitext.template_key(replies.template_of(r).example) not in held_templates]
+    measured = replies.measure(replies.build_library(rest), held, predict([r.text for r in held]))
+    source = f"{bitext.BITEXT_4K5} (response)"
+    library = replies.build_library(rows)
+    reference = replies.write_library(output, library, source)
+    print(
+        f"intent: reply library of {len(library.templates)} templates; on {len(held)} held-out inquiries the reply "
+        f"is for the right intent {measured['right_intent']:.1%} of the time, mean similarity "
+        f"{measured['mean_confidence']}"
+    )
+    return reference, measured
+
+
 def train_intent(
     data_dir: Path,
     output: Path,
@@ -301,6 +339,11 @@ def train_intent(
         },
         "training": stats | {"device": device.description},
     }
+    replies_ref = None
+    if own is None and (Path(data_dir) / bitext.BITEXT_4K5).is_file():
+        replies_ref, metrics["replies"] = _reply_library(
+            data_dir, output, split.held_out, lambda texts: _labels(model, tokenizer, texts, device, config, labels)
+        )
     hparams = recipe.as_dict() | {
         "train_on": train_on if own is None else "own",
         "slot_augment": slot_augment and own is None,
@@ -320,6 +363,7 @@ def train_intent(
             "data": split.files + outlier_files,
             "hyperparameters": hparams,
             "metrics": metrics,
+            "replies": replies_ref,
         },
         probe_texts=random.Random(config.seed).sample([x.text for x in split.held_out], min(1000, len(split.held_out))),
         checks=[AccuracyCheck(split.held_out_role, [x.text for x in split.held_out], gold)],
@@ -336,3 +380,54 @@ def train_intent(
             f"of the {split.held_out_role} inquiries"
         )
     return manifest
+
+
+def attach_replies(model_dir: Path, data_dir: Path, own: tuple[Path, taxonomy.Columns, str] | None = None) -> ReplyFile:
+    """Build the reply library into an existing intent artifact (Bitext's 4k5 responses, or ``own``: a team's
+    file, its columns and its reply column) and record it in the manifest, measured on inquiries the model did not
+    train on where its held-out split can be rebuilt (the same data, options and seed), else on a template split."""
+    from model.artifacts import read_manifest, write_manifest
+    from model.classifier import TextClassifier
+
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    if manifest.task != "intent":
+        raise TaxonomyError(f"{model_dir} is a {manifest.task} artifact; replies belong to an intent model")
+    hyper = manifest.hyperparameters
+    seed = int(hyper.get("seed", INTENT_DEFAULTS.seed))
+    if own is None:
+        rows = replies.bitext_rows(data_dir)
+        source = f"{bitext.BITEXT_4K5} (response)"
+        train_on = str(hyper.get("train_on", ""))
+        held_texts = (
+            [x.text for x in make_split(data_dir, train_on, bool(hyper.get("slot_augment", True)), seed).held_out]
+            if train_on in ("all", "both")
+            else None
+        )
+    else:
+        path, columns, reply_column = own
+        rows = taxonomy.read_replies(path, columns, reply_column)
+        source = f"{path} ({reply_column})"
+        held_texts = None
+        if hyper.get("train_on") == "own":
+            items = taxonomy.unique(taxonomy.read_labelled(path, columns))
+            held_texts = [x.text for x in taxonomy.validation_split(items, taxonomy.VALIDATION_SHARE, seed)[1]]
+    unknown = sorted({r.intent for r in rows} - set(manifest.labels))
+    if unknown:
+        raise TaxonomyError(f"replies for intents the model does not have: {', '.join(unknown)}")
+    if held_texts is not None:
+        keys = {bitext.normalise_key(t) for t in held_texts}
+        held = [r for r in rows if bitext.normalise_key(r.text) in keys]
+        where = "inquiries the model did not train on"
+    else:
+        held = replies.split_rows(rows)[1]
+        where = "a fifth of the replies' inquiries (the model may have trained on them)"
+    templates = {bitext.template_key(replies.template_of(r).example) for r in held}
+    rest = [r for r in rows if bitext.template_key(replies.template_of(r).example) not in templates]
+    classifier = TextClassifier.load(model_dir, device="cpu")
+    predicted = [classifier.labels[i] for i in classifier.predict_proba([r.text for r in held]).argmax(axis=1)]
+    measured = replies.measure(replies.build_library(rest), held, predicted) | {"measured_on": where}
+    reference = replies.write_library(model_dir, replies.build_library(rows), source)
+    metrics = dict(manifest.metrics) | {"replies": measured}
+    write_manifest(model_dir, manifest.model_copy(update={"replies": reference, "metrics": metrics}))
+    return reference

@@ -14,6 +14,7 @@ from pathlib import Path
 from schemas.policy import PolicyError, PolicyRules
 from training.data import Inquiry, normalise_key, template_key
 from training.errors import TaxonomyError
+from training.replies import Row
 
 #: an intent with fewer examples cannot be both learnt and validated
 MIN_EXAMPLES = 10
@@ -190,3 +191,22 @@ def load_policy(path: Path | None) -> PolicyRules:
         return PolicyRules.from_file(path)
     except PolicyError as exc:
         raise TaxonomyError(str(exc)) from exc
+
+
+def read_replies(path: Path, columns: Columns, reply_column: str) -> list[Row]:
+    """(inquiry, intent, reply) rows of a team's file for the reply library; rows without a reply are skipped."""
+    path = Path(path)
+    names, rows = _rows_of(path)
+    missing = [c for c in (columns.text, columns.label, reply_column) if c not in names]
+    if missing:
+        raise TaxonomyError(
+            f"{path}: no column {', '.join(map(repr, missing))}; the file has {', '.join(map(repr, names)) or 'none'}"
+        )
+    found = [
+        Row(_text(row.get(columns.text)), _text(row.get(columns.label)), str(row.get(reply_column) or "").strip())
+        for _, row in rows
+    ]
+    found = [r for r in found if r.text and r.intent and r.response]
+    if not found:
+        raise TaxonomyError(f"{path}: no row has a text, a label and a reply in {reply_column!r}")
+    return found

@@ -121,7 +121,7 @@ def _add_recipe_options(p: argparse.ArgumentParser, task: str) -> None:
 def _add_train_parser(sub: SubParsers) -> None:
     train = sub.add_parser("train", help="fine-tune a model offline and write an artifact directory")
     train.set_defaults(handler=run_train)
-    tasks = train.add_subparsers(dest="task", required=True, metavar="{intent,sentiment}")
+    tasks = train.add_subparsers(dest="task", required=True, metavar="{intent,sentiment,replies}")
     for task, what in (
         ("intent", "27 Bitext intents (11 categories)"),
         ("sentiment", "negative / neutral / positive in customer-service register"),
@@ -185,6 +185,41 @@ def _add_train_parser(sub: SubParsers) -> None:
                 metavar="NEG,NEU,POS",
                 help="loss weights of negative,neutral,positive (default: the recipe's)",
             )
+    _add_replies_parser(tasks)
+
+
+def _add_replies_parser(tasks: SubParsers) -> None:
+    p = tasks.add_parser(
+        "replies",
+        help="build the suggested-reply library into an intent artifact",
+        description="Build the reply library of an intent artifact: the replies that auto_response events carry, "
+        "chosen per inquiry by similarity and with order numbers, amounts and emails filled from its text. From "
+        "Bitext's 4k5 responses, or from a reply column of your own labelled file. `triage train intent` on "
+        "Bitext builds one already; the manifest records it and how it measured.",
+        formatter_class=_Help,
+    )
+    p.add_argument("--model", type=Path, default=artifacts_dir() / "intent", help="intent artifact directory")
+    p.add_argument("--data-dir", type=Path, default=data_dir(), help="the vendored data sets (TRIAGE_HOME/data)")
+    p.add_argument("--data", type=Path, default=None, help="your labelled file with replies (.csv, .jsonl)")
+    p.add_argument("--text-column", default="text", help="column holding the inquiry text")
+    p.add_argument("--label-column", default="intent", help="column holding the intent label")
+    p.add_argument("--reply-column", default="reply", help="column holding the reply sent for that inquiry")
+    p.set_defaults(handler=run_train_replies)
+
+
+def run_train_replies(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
+    from training.intent import attach_replies
+    from training.taxonomy import Columns
+
+    own = None if args.data is None else (args.data, Columns(args.text_column, args.label_column), args.reply_column)
+    try:
+        reference = attach_replies(args.model, args.data_dir, own)
+    except TrainingError as exc:
+        print(f"triage train: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"replies: {reference.templates} templates ({reference.version}) in {args.model / reference.file}")
+    return 0
 
 
 def _add_crossval_parser(sub: SubParsers) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -62,8 +63,18 @@ def telecom_models(tmp_path_factory, tiny_model_dir) -> Path:
         "4",
     ]
     assert main(argv) == 0
+    assert main(["train", "replies", "--model", str(root / "intent"), "--data", str(EXAMPLE / "replies.csv")]) == 0
     shutil.copytree(tiny_model_dir / "sentiment", root / "sentiment")
     return root
+
+
+def _replies_by_intent() -> dict[str, set[str]]:
+    with open(EXAMPLE / "replies.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        found.setdefault(row["intent"], set()).add(row["reply"])
+    return found
 
 
 def test_the_artifact_records_the_team_taxonomy(telecom_models):
@@ -73,6 +84,7 @@ def test_the_artifact_records_the_team_taxonomy(telecom_models):
     assert manifest["hyperparameters"]["train_on"] == "own"
     assert manifest["data"][0]["path"].endswith("inquiries.csv") and manifest["data"][0]["rows"] == 240
     assert manifest["metrics"]["validation"]["n"] >= 8 * 3  # about 15 % of each intent
+    assert manifest["replies"]["templates"] == 12 and manifest["replies"]["source"].endswith("replies.csv (reply)")
 
 
 def test_the_service_refuses_the_built_in_policy_for_it(telecom_models, capsys):
@@ -102,10 +114,21 @@ def test_telecom_inquiries_are_routed_by_the_telecom_policy(bootstrap_servers, t
     events = {EnrichedEvent.model_validate(orjson.loads(r.value)).event_id: (r.topic, r) for r in records}
     assert set(events) == set(NEW_INQUIRIES)
     right = 0
+    replies = _replies_by_intent()
     for key, (topic, record) in events.items():
         event = EnrichedEvent.model_validate(orjson.loads(record.value))
         assert event.triage.intent.label in TELECOM_INTENTS
         right += event.triage.intent.label == NEW_INQUIRIES[key][1]
         if event.triage.intent.label in ("cancel_service", "payment_arrangement"):
             assert topic == topics["human_topic"] and "intent_needs_human" in event.triage.reasons
+        reply = event.triage.reply
+        if topic == topics["auto_topic"]:  # the reply is one the team wrote for the intent the model chose
+            assert reply is not None
+            template = reply.text
+            for slot in reply.slots:
+                if slot.value is not None:
+                    template = template.replace(slot.value, "{{" + slot.name + "}}")
+            assert template in replies[event.triage.intent.label]
+        else:
+            assert reply is None
     assert right >= 5, f"{right} of {len(NEW_INQUIRIES)} unseen telecom inquiries got their intent"

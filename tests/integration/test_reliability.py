@@ -154,6 +154,9 @@ class SlowModel:
     def __init__(self, inner, seconds: float):
         self.inner, self.seconds, self.versions = inner, seconds, inner.versions
 
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
     def predict(self, texts):
         time.sleep(self.seconds)
         return self.inner.predict(texts)
