@@ -262,10 +262,13 @@ def _reply_library(
     held = [r for r in rows if bitext.normalise_key(r.text) in held_keys]
     held_templates = {bitext.template_key(replies.template_of(r).example) for r in held}
     rest = [r for r in rows if bitext.template_key(replies.template_of(r).example) not in held_templates]
-    measured = replies.measure(replies.build_library(rest), held, predict([r.text for r in held]))
     source = f"{bitext.BITEXT_4K5} (response)"
     library = replies.build_library(rows)
     reference = replies.write_library(output, library, source)
+    if not held or not rest:  # e.g. trained on 8k alone: every 4k5 inquiry is held out, no library is left
+        print(f"intent: reply library of {len(library.templates)} templates (not measured: no held-out split)")
+        return reference, {"held_out": 0, "templates": len(library.templates)}
+    measured = replies.measure(replies.build_library(rest), held, predict([r.text for r in held]))
     print(
         f"intent: reply library of {len(library.templates)} templates; on {len(held)} held-out inquiries the reply "
         f"is for the right intent {measured['right_intent']:.1%} of the time, mean similarity "
