@@ -186,3 +186,17 @@ def build_artifacts(root: Path) -> Path:
     build_artifact(root / "intent", "intent")
     build_artifact(root / "sentiment", "sentiment")
     return root
+
+
+def write_labelled_csv(path: Path, per_intent: int = 12, seed: int = 5) -> Path:
+    """Keyword texts of the tiny intents with their labels (columns text, label): an evaluation set."""
+    import csv
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for _ in range(per_intent):
+            for intent, (_, keyword) in INTENTS.items():
+                writer.writerow([make_text(rng, keyword, rng.choice(list(MOODS))), intent])
+    return path

@@ -288,6 +288,54 @@ def _add_evaluate_parser(sub: SubParsers) -> None:
             help="how the model runs: auto (the int8 ONNX export on CPU when the artifact has one, as "
             "the service does), torch, onnx",
         )
+        gate = p.add_argument_group(
+            "promotion gate",
+            "score two models on the same data; the new one is accepted (exit 0) only if it is not worse overall "
+            "nor on any label by more than the margins, else refused (exit 1)",
+        )
+        gate.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"), help="the two artifacts")
+        gate.add_argument(
+            "--margin", type=float, default=0.005, help="largest drop of accuracy or macro-F1 allowed (absolute)"
+        )
+        gate.add_argument("--intent-margin", type=float, default=0.03, help="largest drop of one label's F1 allowed")
+        gate.add_argument(
+            "--promote",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="when accepted, copy NEW over DIR (the serving model's directory; the manifest last, so a running "
+            "service hot-reloads it)",
+        )
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from training.evaluate import EvaluationError, load_classifier, read_labelled_csv, score
+    from training.gate import compare, promote
+
+    old_dir, new_dir = args.compare
+    try:
+        texts, labels = read_labelled_csv(args.data, args.text_column, args.label_column)
+        old, new = (load_classifier(d, args.task, args.backend) for d in (old_dir, new_dir))
+        scored = [score(model, texts, labels, args.batch_size) for model in (old, new)]
+    except EvaluationError as exc:
+        print(f"triage evaluate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    verdict = compare(scored[0], scored[1], args.margin, args.intent_margin)
+    if args.json:
+        print(json.dumps(verdict.as_dict()))
+    else:
+        for name, row in verdict.overall.items():
+            print(f"{name:10s} {row['old']:.4f} -> {row['new']:.4f} ({row['change']:+.4f})")
+        worst = sorted(verdict.intents.items(), key=lambda item: item[1]["change"])[:5]
+        for label, row in worst:
+            print(f"  {label:28s} F1 {row['old']:.4f} -> {row['new']:.4f} ({row['change']:+.4f}, n={row['support']})")
+        print("accepted" if verdict.accepted else "refused: " + "; ".join(verdict.reasons))
+    if not verdict.accepted:
+        return 1
+    if args.promote is not None:
+        promote(new_dir, args.promote)
+        print(f"promoted {new_dir} -> {args.promote}", file=sys.stderr)
+    return 0
 
 
 def add_commands(sub: SubParsers) -> None:
@@ -402,6 +450,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from training.evaluate import EvaluationError, evaluate_csv
 
+    if args.compare:
+        return run_compare(args)
+    if args.promote is not None:
+        print("triage evaluate: error: --promote needs --compare OLD NEW", file=sys.stderr)
+        return EXIT_USAGE
     if args.report and args.report.exists() and not args.report.is_dir():
         print(f"triage evaluate: error: --report {args.report} is a file; give a directory", file=sys.stderr)
         return EXIT_USAGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -82,13 +83,19 @@ def versions_in(records) -> list[str]:
     return [orjson.loads(r.value)["triage"]["model"]["intent"] for r in records if r.value and b'"triage"' in r.value]
 
 
-def test_hot_reload_swaps_good_models_and_refuses_bad_ones(bootstrap_servers, tiny_model_dir, topics, tmp_path):
+def serving_a_copy(bootstrap_servers, tiny_model_dir, topics, tmp_path) -> tuple[Path, Service]:
+    """A service reloading a copy of the tiny models every second, shown to route 10 inquiries with them."""
     models = tmp_path / "models"
     shutil.copytree(tiny_model_dir, models)
     service = Service(bootstrap_servers, models, topics, tmp_path / "service.log", batch_size=16, reload_interval_s=1)
     wait_for_topics(bootstrap_servers, list(topics.values())[:4], service=service)
     produce(bootstrap_servers, topics["input_topic"], inquiries(0, 10))
     assert set(versions_in(read_outputs(bootstrap_servers, topics, expected=10))) == {"intent-tiny-test-0"}
+    return models, service
+
+
+def test_hot_reload_swaps_good_models_and_refuses_bad_ones(bootstrap_servers, tiny_model_dir, topics, tmp_path):
+    models, service = serving_a_copy(bootstrap_servers, tiny_model_dir, topics, tmp_path)
 
     bump_version(models / "intent", "intent-v2")
     bump_version(models / "sentiment", "sentiment-v2")
@@ -122,3 +129,23 @@ def test_topics_create_command(bootstrap_servers, topics, capsys):
     assert len(metadata[topics["dlq_topic"]].partitions) == 2
     assert main(args) == 0
     assert capsys.readouterr().out.count("exists") == 4
+
+
+def test_a_model_promoted_by_the_gate_is_served_without_a_restart_or_a_rebalance(
+    bootstrap_servers, tiny_model_dir, topics, tmp_path
+):
+    from tests.tiny import write_labelled_csv
+    from triage.cli import main
+
+    models, service = serving_a_copy(bootstrap_servers, tiny_model_dir, topics, tmp_path)
+
+    candidate = shutil.copytree(tiny_model_dir / "intent", tmp_path / "retrained")
+    bump_version(candidate, "intent-retrained")
+    gate = ["evaluate", "intent", "--data", str(write_labelled_csv(tmp_path / "eval.csv")), "--label-column", "label"]
+    assert main([*gate, "--compare", str(models / "intent"), str(candidate), "--promote", str(models / "intent")]) == 0
+    wait_until(lambda: any(line.get("event") == "model_reloaded" for line in service.log_lines()), 60, "the reload")
+    produce(bootstrap_servers, topics["input_topic"], inquiries(10, 10))
+    assert versions_in(read_outputs(bootstrap_servers, topics, expected=20)).count("intent-retrained") == 10
+    assert service.alive() and service.terminate() == 0
+    events = [line.get("event") for line in service.log_lines()]
+    assert events.count("starting") == 1 and events.count("partitions_assigned") == 1, "no restart, no rebalance"
