@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     auto_topic: str = "inquiries.auto_response"
     human_topic: str = "inquiries.human_agent"
     dlq_topic: str = "inquiries.dlq"
+    #: where agents' tools publish corrections (`triage feedback collect` reads it; the service never does)
+    feedback_topic: str = "inquiries.feedback"
     create_topics: bool = Field(default=True, description="create missing topics at start")
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication: int = Field(default=1, ge=1)

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from model.artifacts import DataFile, Manifest, ReplyFile
 from training import data as bitext
-from training import replies, taxonomy
+from training import feedback, replies, taxonomy
 from training.artifact import data_file, save_artifact
 from training.augment import Augmentation, augment
 from training.calibration import calibration_report, fit_temperature, softmax
@@ -277,6 +277,17 @@ def _reply_library(
     return reference, measured
 
 
+def add_corrections(split: IntentSplit, path: Path, categories: dict[str, str]) -> IntentSplit:
+    """``split`` with the agents' intent corrections (a `triage feedback collect` dataset) added to training;
+    held-out texts that were corrected leave the held-out side, so validation never scores a text trained on."""
+    corrections = feedback.intent_corrections(path, categories)
+    corrected = {bitext.normalise_key(x.text) for x in corrections}
+    held = [x for x in split.held_out if bitext.normalise_key(x.text) not in corrected]
+    print(f"intent: {len(corrections)} corrections from {Path(path).name} added to training")
+    files = [*split.files, data_file(Path(path), len(corrections), "train")]
+    return IntentSplit([*split.train, *corrections], held, split.held_out_role, files)
+
+
 def train_intent(
     data_dir: Path,
     output: Path,
@@ -285,6 +296,7 @@ def train_intent(
     train_on: str = "all",
     slot_augment: bool = True,
     own: tuple[IntentSplit, dict[str, str]] | None = None,
+    with_feedback: Path | None = None,
 ) -> Manifest:
     """Train, calibrate and save an intent artifact; returns its Manifest. ``own`` (from :func:`own_split`)
     trains on a team's own taxonomy instead of the Bitext releases."""
@@ -298,6 +310,8 @@ def train_intent(
     else:
         split = make_split(data_dir, train_on, slot_augment, config.seed)
         categories = bitext.category_map(split.train + split.held_out)
+    if with_feedback is not None:
+        split = add_corrections(split, with_feedback, categories)
     outlier_files = outlier_texts(data_dir, OUTLIER_ROWS, config.seed)[1] if recipe.outlier_exposure else []
     labels = sorted(categories)
     label_id = {label: i for i, label in enumerate(labels)}

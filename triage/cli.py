@@ -14,6 +14,8 @@ from triage.training_commands import add_commands
 if TYPE_CHECKING:
     from consumer.settings import Settings
 
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
 # (flag, Settings field, type, help) of `triage run`; every one also reads TRIAGE_<FIELD> from the environment.
 RUN_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--bootstrap-servers", "bootstrap_servers", str, "Kafka bootstrap servers H:P[,H:P] (127.0.0.1:9092)"),
@@ -253,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="any librdkafka property for the admin client (repeatable)",
     )
     create.set_defaults(handler=_cmd_topics_create)
+    _add_feedback_parser(sub)
 
     export = sub.add_parser(
         "export-onnx",
@@ -379,6 +382,55 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _readable(text: str) -> str:
     """A command-line argument as text: bytes that are not UTF-8 (surrogate escapes) become U+FFFD."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _add_feedback_parser(sub: SubParsers) -> None:
+    feedback = sub.add_parser("feedback", help="agents' corrections: turn them into training data")
+    feedback.set_defaults(help_of=feedback)
+    actions = feedback.add_subparsers(title="actions", metavar="ACTION")
+    collect = actions.add_parser(
+        "collect",
+        help="join the feedback topic with the routed events into a versioned dataset",
+        description="Read every correction on the feedback topic ({event_id, intent and/or sentiment, "
+        "reply_used}) and the routed events they name, and write feedback-<hash>.jsonl for `triage train intent "
+        "--with-feedback`. Reads from the start to the current end of each topic without joining a consumer "
+        "group. Corrections that are not valid, or name an event no routing topic holds, are counted, not kept.",
+    )
+    for flag, field, kind, text in RUN_OPTIONS:
+        if field in ("bootstrap_servers", "auto_topic", "human_topic", "security_protocol", "sasl_mechanism",
+                     "sasl_username", "ssl_ca_location"):  # fmt: skip
+            collect.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    collect.add_argument("--feedback-topic", default=None, help="topic of corrections (inquiries.feedback)")
+    collect.add_argument("--out", type=Path, default=None, help="directory for the dataset (TRIAGE_HOME/data/feedback)")
+    collect.add_argument("--timeout-s", type=float, default=60.0, help="give up reading after this long")
+    collect.set_defaults(handler=_cmd_feedback_collect)
+
+
+def _cmd_feedback_collect(args: argparse.Namespace) -> int:
+    from consumer.logs import configure_logging
+    from training.errors import TrainingError
+    from training.feedback import collect
+    from training.paths import data_dir
+
+    configure_logging("auto", "warning", sys.stderr)
+    settings = settings_from_args(args)
+    if args.feedback_topic:
+        settings = settings.model_copy(update={"feedback_topic": args.feedback_topic})
+    out = args.out or data_dir() / "feedback"
+    try:
+        result = collect(
+            dict(settings.common_config()),
+            settings.feedback_topic,
+            [settings.auto_topic, settings.human_topic],
+            out,
+            args.timeout_s,
+        )
+    except TrainingError as exc:
+        print(f"triage feedback collect: error: {exc}", file=sys.stderr)
+        return 1
+    rejected = ", ".join(f"{reason} {n}" for reason, n in result.rejected.items()) or "none"
+    print(f"{result.path}: {result.rows} corrected inquiries ({result.version}); rejected: {rejected}")
+    return 0
 
 
 def _cmd_topics_create(args: argparse.Namespace) -> int:

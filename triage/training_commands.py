@@ -158,6 +158,13 @@ def _add_train_parser(sub: SubParsers) -> None:
                 help="routing policy the model will serve under; every intent or category it names must be in the "
                 "data, and with auto_intents every intent of the data must be named (default: the built-in policy)",
             )
+            p.add_argument(
+                "--with-feedback",
+                type=Path,
+                default=None,
+                metavar="FILE",
+                help="add the agents' intent corrections of a `triage feedback collect` dataset to the training data",
+            )
             own.add_argument(
                 "--min-examples",
                 type=positive_int,
@@ -402,8 +409,9 @@ def run_train(args: argparse.Namespace) -> int:
 
                 columns = Columns(args.text_column, args.label_column, args.category_column)
                 own = own_split(args.data, columns, args.policy, args.min_examples, config.seed)
+            recipe = _intent_recipe(args, config)
             train_intent(
-                args.data_dir, args.output, base, _intent_recipe(args, config), args.train_on, args.slot_augment, own
+                args.data_dir, args.output, base, recipe, args.train_on, args.slot_augment, own, args.with_feedback
             )
         else:
             from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
