@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import ExitStack
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -20,9 +21,9 @@ from consumer.topics import ensure_topics
 from model import TriageModel
 
 
-def load_model(settings: Settings) -> TriageModel:
+def load_model(settings: Settings, model_dir: Path | None = None) -> TriageModel:
     return TriageModel.load(
-        settings.model_dir,
+        model_dir or settings.model_dir,
         settings.device,
         top_k=settings.top_k,
         batch_size=settings.inference_batch_size,
@@ -39,6 +40,7 @@ def build_processor(settings: Settings, model: TriageModel | None = None) -> Pro
     policy.check_fits(model)
     return Processor(
         model=model,
+        shadow=load_model(settings, settings.shadow_model_dir) if settings.shadow_model_dir else None,
         policy=policy,
         topics=Topics(settings.auto_topic, settings.human_topic, settings.dlq_topic),
         max_text_chars=settings.max_text_chars,
@@ -82,6 +84,7 @@ def run_service(settings: Settings, stop: threading.Event | None = None, model: 
         log.info(
             "model_loaded",
             versions=processor.model.versions.model_dump(),
+            shadow=processor.shadow.versions.model_dump() if processor.shadow else None,
             runtime=processor.model.runtime,
             onnx_unused=processor.model.backend_notes or None,
         )

@@ -16,6 +16,7 @@ from schemas import ModelVersions
 from schemas.deadletter import HEADER_CLASS, HEADER_STAGE
 
 if TYPE_CHECKING:
+    from consumer.processor import OutputRecord
     from consumer.runner import BatchStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -59,6 +60,24 @@ class Metrics:
             registry=r,
         )
         self.publish_retries = Counter("triage_publish_retries", "Batches rewound to publish again", registry=r)
+        self.shadow_compared = Counter(
+            "triage_shadow_compared", "Inquiries the shadow model also classified", registry=r
+        )
+        self.shadow_disagreements = Counter(
+            "triage_shadow_disagreements",
+            "Inquiries where the shadow model's intent (kind=intent) or route (kind=route) is not the serving one's",
+            ["kind"],
+            registry=r,
+        )
+        self.shadow_pairs = Counter(
+            "triage_shadow_intent_pairs",
+            "Intent disagreements by serving and shadow intent",
+            ["serving", "shadow"],
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            "triage_shadow_failures", "Batches the shadow model failed on (nothing else changes)", registry=r
+        )
         self.oldest_unfinished = Gauge(
             "triage_oldest_unfinished_seconds",
             "How long the oldest record taken but not finished has waited (0: none)",
@@ -87,10 +106,23 @@ class Metrics:
                 self.dead_letters.labels(stage=stage, reason=reason).inc()
             else:
                 self.routed.labels(route=record.route, intent=record.intent or "unknown").inc()
+                self._observe_shadow(record)
+        if any(record.shadow_failed for record in stats.records):
+            self.shadow_failures.inc()
         for message in stats.messages:
             kind, stamp_ms = message.timestamp()
             if kind and stamp_ms > 0:
                 self.end_to_end.observe(max(0.0, now - stamp_ms / 1000))
+
+    def _observe_shadow(self, record: OutputRecord) -> None:
+        if record.shadow_intent is None:
+            return
+        self.shadow_compared.inc()
+        if record.shadow_intent != record.intent:
+            self.shadow_disagreements.labels(kind="intent").inc()
+            self.shadow_pairs.labels(serving=record.intent or "unknown", shadow=record.shadow_intent).inc()
+        if record.shadow_route != record.route:
+            self.shadow_disagreements.labels(kind="route").inc()
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))

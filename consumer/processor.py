@@ -58,6 +58,10 @@ class OutputRecord:
     route: str  # auto_response | human_agent | dlq
     intent: str | None = None
     error: str | None = None
+    #: what the shadow model (if any) would have said: its intent and route; never published
+    shadow_intent: str | None = None
+    shadow_route: str | None = None
+    shadow_failed: bool = False
 
 
 @dataclass
@@ -85,6 +89,9 @@ class Processor:
     topics: Topics
     max_text_chars: int = 10_000
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: a candidate model run on the same texts for comparison only: it routes nothing, and its failures are
+    #: counted, never dead-lettered
+    shadow: TriageModel | None = None
 
     def process(self, messages: Sequence[KafkaMessage]) -> list[OutputRecord]:
         """Decode, predict (isolating failing records), route; one output record per input, in order."""
@@ -100,6 +107,7 @@ class Processor:
             else:
                 accepted.append(_Accepted(index, payload, text))
         self._predict_isolating(accepted)
+        shadows, shadow_failed = self._shadow_predict([item for item in accepted if item.rejection is None])
         processed_at = self.clock()
         for item in accepted:
             message = messages[item.index]
@@ -108,6 +116,7 @@ class Processor:
                 continue
             try:
                 records[item.index] = self._enriched(message, item, processed_at)
+                self._compare(records[item.index], shadows.get(item.index), shadow_failed)
             except Exception as exc:  # e.g. orjson cannot write a body nested deeper than 254 levels
                 # the exception's text may quote the input; name the class and where it stopped only
                 records[item.index] = self.dead_letter(
@@ -117,6 +126,24 @@ class Processor:
                     ),
                 )
         return [r for r in records if r is not None]
+
+    def _shadow_predict(self, items: list[_Accepted]) -> tuple[dict[int, Prediction], bool]:
+        """The shadow model's predictions by record index, and whether it failed on this batch."""
+        if self.shadow is None or not items:
+            return {}, False
+        try:
+            predictions = self.shadow.predict([item.text for item in items])
+        except Exception:  # the shadow model never affects what is published
+            return {}, True
+        return {item.index: prediction for item, prediction in zip(items, predictions)}, False
+
+    def _compare(self, record: OutputRecord | None, shadow: Prediction | None, failed: bool) -> None:
+        if record is None or self.shadow is None:
+            return
+        record.shadow_failed = failed
+        if shadow is not None:
+            record.shadow_intent = shadow.intent.label
+            record.shadow_route = self.policy.decide(shadow)[0]
 
     def _predict_isolating(self, items: list[_Accepted]) -> None:
         """Predict a batch; when it fails, bisect so only the records that fail are rejected."""

@@ -48,6 +48,18 @@ class BatchStats:
     messages: list[Message] = field(default_factory=list, repr=False)
 
 
+def _shadow_counts(records: list[OutputRecord]) -> dict[str, int]:
+    """For the batch log line, when a shadow model runs: how often it would have routed differently."""
+    compared = [r for r in records if r.shadow_intent is not None]
+    if not compared and not any(r.shadow_failed for r in records):
+        return {}
+    return {
+        "shadow_compared": len(compared),
+        "shadow_intent_differs": sum(r.shadow_intent != r.intent for r in compared),
+        "shadow_route_differs": sum(r.shadow_route != r.route for r in compared),
+    }
+
+
 @dataclass
 class _InFlight:
     messages: list[Message]
@@ -373,6 +385,7 @@ class Runner:
             dlq=stats.dlq,
             inference_ms=round(stats.inference_s * 1000, 1),
             latency_ms=round(stats.total_s * 1000, 1),
+            **_shadow_counts(published),
         )
         if self.metrics is not None:
             self.metrics.observe_batch(stats)

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
 
     # Model and policy
     model_dir: Path = Path("artifacts")
+    #: a candidate model (intent/ and sentiment/) run beside the serving one for comparison only
+    shadow_model_dir: Path | None = None
     policy_file: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: the artifacts' int8 ONNX export through ONNX Runtime on CPU when present, else torch

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
 
 from model.artifacts import read_manifest, write_manifest
-from tests.tiny import write_labelled_csv
+from tests.tiny import worse_intent_copy, write_labelled_csv
 from training.evaluate import Scored
 from training.gate import compare
 from training.metrics import classification_metrics
@@ -50,24 +49,9 @@ def eval_csv(tmp_path) -> Path:
     return write_labelled_csv(tmp_path / "eval.csv")
 
 
-def _worse_copy(source: Path, target: Path) -> Path:
-    """The tiny intent model with its classifier rows for two intents swapped: a model that got worse."""
-    shutil.copytree(source, target)
-    weights = load_file(target / "model.safetensors")
-    labels = read_manifest(target).labels
-    a, b = labels.index("get_refund"), labels.index("track_order")
-    for name in ("classifier.weight", "classifier.bias"):
-        weights[name][[a, b]] = weights[name][[b, a]]
-    save_file(weights, str(target / "model.safetensors"))
-    (target / "model.onnx").unlink(missing_ok=True)  # the export was made from the old weights
-    manifest = read_manifest(target)
-    write_manifest(target, manifest.model_copy(update={"version": "intent-worse", "onnx": None}))
-    return target
-
-
 def test_the_gate_refuses_a_worse_model_and_promotes_a_good_one(tiny_model_dir, tmp_path, eval_csv, capsys):
     serving = Path(shutil.copytree(tiny_model_dir / "intent", tmp_path / "serving"))
-    worse = _worse_copy(tiny_model_dir / "intent", tmp_path / "worse")
+    worse = worse_intent_copy(tiny_model_dir / "intent", tmp_path / "worse")
     args = ["evaluate", "intent", "--data", str(eval_csv), "--label-column", "label"]
     assert main([*args, "--compare", str(serving), str(worse), "--promote", str(serving)]) == 1
     out = capsys.readouterr().out

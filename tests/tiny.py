@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from model.artifacts import SENTIMENT_LABELS, Manifest, write_manifest
+from model.artifacts import SENTIMENT_LABELS, Manifest, read_manifest, write_manifest
 
 INTENTS: dict[str, tuple[str, str]] = {
     # intent: (category, keyword)
@@ -200,3 +200,22 @@ def write_labelled_csv(path: Path, per_intent: int = 12, seed: int = 5) -> Path:
             for intent, (_, keyword) in INTENTS.items():
                 writer.writerow([make_text(rng, keyword, rng.choice(list(MOODS))), intent])
     return path
+
+
+def worse_intent_copy(source: Path, target: Path) -> Path:
+    """The tiny intent model with its classifier rows for get_refund and track_order swapped: a model that got
+    worse (it calls every refund a tracking request and the other way round), version ``intent-worse``."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(source, target)
+    weights = load_file(target / "model.safetensors")
+    manifest = read_manifest(target)
+    a, b = manifest.labels.index("get_refund"), manifest.labels.index("track_order")
+    for name in ("classifier.weight", "classifier.bias"):
+        weights[name][[a, b]] = weights[name][[b, a]]
+    save_file(weights, str(target / "model.safetensors"))
+    (target / "model.onnx").unlink(missing_ok=True)  # the export was made from the old weights
+    write_manifest(target, manifest.model_copy(update={"version": "intent-worse", "onnx": None}))
+    return target
