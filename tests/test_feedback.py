@@ -159,3 +159,14 @@ def test_feedback_collect_reads_the_topics_without_a_group(bootstrap_servers, to
     (dataset,) = Path(tmp_path).glob("feedback-*.jsonl")
     (row,) = [orjson.loads(line) for line in dataset.read_bytes().splitlines()]
     assert row["event_id"] == "e2" and row["intent"] == "payment_issue" and row["text"] == "I was charged twice"
+
+
+def test_sentiment_corrections_are_read_for_the_sentiment_model(tmp_path):
+    from training.feedback import sentiment_corrections
+
+    rows, rejected = build_rows(
+        _feedback(b'{"event_id": "e2", "sentiment": "negative"}', b'{"event_id": "e1", "intent": "delivery_period"}'),
+        ROUTED,
+    )
+    path = write_dataset(tmp_path, rows, rejected, {}).path
+    assert sentiment_corrections(path) == [("I was charged twice", "negative")]

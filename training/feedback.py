@@ -186,14 +186,24 @@ def collect(
     return write_dataset(directory, rows, rejected, source)
 
 
-def intent_corrections(path: Path, categories: dict[str, str]) -> list[Inquiry]:
-    """The intent corrections of a collected dataset as training inquiries; an intent outside ``categories`` (the
-    model's taxonomy) is refused, since a model cannot learn a label it has no place for."""
+def _rows(path: Path) -> list[dict[str, Any]]:
     try:
         rows = [orjson.loads(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
     except (OSError, orjson.JSONDecodeError) as exc:
         raise TrainingError(f"cannot read the feedback dataset {path}: {exc}") from exc
-    corrected = [row for row in rows if isinstance(row, dict) and row.get("intent") and row.get("text")]
+    return [row for row in rows if isinstance(row, dict) and isinstance(row.get("text"), str) and row["text"].strip()]
+
+
+def sentiment_corrections(path: Path) -> list[tuple[str, str]]:
+    """(text, sentiment) of the sentiment corrections of a collected dataset."""
+    labels = ("negative", "neutral", "positive")
+    return [(" ".join(row["text"].split()), row["sentiment"]) for row in _rows(path) if row.get("sentiment") in labels]
+
+
+def intent_corrections(path: Path, categories: dict[str, str]) -> list[Inquiry]:
+    """The intent corrections of a collected dataset as training inquiries; an intent outside ``categories`` (the
+    model's taxonomy) is refused, since a model cannot learn a label it has no place for."""
+    corrected = [row for row in _rows(path) if row.get("intent")]
     unknown = sorted({row["intent"] for row in corrected} - set(categories))
     if unknown:
         raise TrainingError(

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.artifacts import SENTIMENT_LABELS, DataFile, Manifest
+from training import feedback
 from training import sentiment_data as sd
 from training.artifact import DataRole, data_file, save_artifact
 from training.calibration import calibration_report, fit_temperature, softmax
@@ -71,6 +72,7 @@ def train_sentiment(
     config: TrainConfig = SENTIMENT_DEFAULTS,
     mix: Sequence[sd.MixPart] = sd.DEFAULT_MIX,
     class_weights: Sequence[float] = SENTIMENT_CLASS_WEIGHTS,
+    with_feedback: Path | None = None,
 ) -> Manifest:
     """Train on ``mix`` less a 10% holdout, fit the temperature on that holdout, score every validation source, save.
 
@@ -79,6 +81,11 @@ def train_sentiment(
     """
     mixed = sd.build_mix(data_dir, mix, config.seed)
     rows, held = stratified_holdout(mixed, sd.CALIBRATION_SHARE, config.seed, key=lambda r: (r.source, r.label))
+    corrections = []
+    if with_feedback is not None:  # agents' corrections: trained on, never held out
+        corrections = [sd.Labeled(t, label, "feedback") for t, label in feedback.sentiment_corrections(with_feedback)]
+        print(f"sentiment: {len(corrections)} corrections from {Path(with_feedback).name} added to training")
+        rows = [*rows, *corrections]
     seed_everything(config.seed)  # the new classification head is initialised here
     model, tokenizer = load_base(base_model, LABELS)
     device = pick_device()
@@ -119,6 +126,8 @@ def train_sentiment(
     per_source = Counter(r.source for r in mixed)
     files = _files(data_dir, sorted(per_source), "train", per_source)
     files += _files(data_dir, TRAIN_TIME_VALIDATION, "validation", Counter())
+    if with_feedback is not None:
+        files.append(data_file(Path(with_feedback), len(corrections), "train"))
     hparams = config.as_dict() | {"class_weights": dict(zip(LABELS, class_weights)), "mix": [vars(p) for p in mix]}
     manifest = save_artifact(
         output,

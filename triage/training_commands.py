@@ -134,6 +134,13 @@ def _add_train_parser(sub: SubParsers) -> None:
         )
         _add_recipe_options(p, task)
         p.add_argument(
+            "--with-feedback",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help=f"add the agents' {task} corrections of a `triage feedback collect` dataset to the training data",
+        )
+        p.add_argument(
             "--output",
             type=Path,
             default=artifacts_dir() / task,
@@ -157,13 +164,6 @@ def _add_train_parser(sub: SubParsers) -> None:
                 default=None,
                 help="routing policy the model will serve under; every intent or category it names must be in the "
                 "data, and with auto_intents every intent of the data must be named (default: the built-in policy)",
-            )
-            p.add_argument(
-                "--with-feedback",
-                type=Path,
-                default=None,
-                metavar="FILE",
-                help="add the agents' intent corrections of a `triage feedback collect` dataset to the training data",
             )
             own.add_argument(
                 "--min-examples",
@@ -417,7 +417,9 @@ def run_train(args: argparse.Namespace) -> int:
             from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
 
             weights = parse_weights(args.class_weights) if args.class_weights else SENTIMENT_CLASS_WEIGHTS
-            train_sentiment(args.data_dir, args.output, base, config, class_weights=weights)
+            train_sentiment(
+                args.data_dir, args.output, base, config, class_weights=weights, with_feedback=args.with_feedback
+            )
     except TrainingError as exc:
         print(f"triage train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
