@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,8 @@ BACKENDS = ("auto", "torch", "onnx")
 #: 0.073 ms a token for the intent model, 1.3 ms and 0.096 ms for the sentiment model (14 tokens each).
 #: The torch path on CPU (no export, or no VNNI/AMX) uses it too; it was not fitted there.
 CPU_PASS_COST_TOKENS = 14
+
+FloatT = TypeVar("FloatT", bound=np.floating[Any])
 
 
 def plan_passes(lengths: Sequence[int], max_texts: int, pass_cost_tokens: float = 0) -> list[npt.NDArray[np.intp]]:
@@ -285,7 +287,7 @@ class TextClassifier:
         return self.proba_from_logits(self.logits(texts, batch_size))
 
     def proba_from_logits(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return softmax(logits / self.manifest.temperature)
+        return softmax(logits, self.manifest.temperature)
 
 
 def _check_vocabulary(directory: Path, tokens: int, embeddings: int | None) -> None:
@@ -297,10 +299,12 @@ def _check_vocabulary(directory: Path, tokens: int, embeddings: int | None) -> N
         )
 
 
-def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+def softmax(logits: npt.NDArray[FloatT], temperature: float = 1.0) -> npt.NDArray[FloatT]:
+    """softmax(logits / temperature) over the last axis, in the logits' float type."""
+    scaled = logits / temperature if temperature != 1.0 else logits
+    shifted = scaled - scaled.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    probabilities: npt.NDArray[np.float32] = exp / exp.sum(axis=-1, keepdims=True)
+    probabilities: npt.NDArray[FloatT] = exp / exp.sum(axis=-1, keepdims=True)
     return probabilities
 
 

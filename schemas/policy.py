@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 BUILT_IN = "built-in policy.toml"
 #: names listed in a message before "and N more"
 SHOWN_NAMES = 10
+#: an intent less confident than this goes to a person, unless a policy says otherwise
+DEFAULT_ABSTAIN_THRESHOLD = 0.5
 
 
 class PolicyError(ValueError):
@@ -32,7 +34,7 @@ class PolicyRules(BaseModel):
     auto_intents: frozenset[str] = frozenset()
     human_categories: frozenset[str] = frozenset()
     negative_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
-    abstain_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    abstain_threshold: float = Field(default=DEFAULT_ABSTAIN_THRESHOLD, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _one_route_per_intent(self) -> Self:

@@ -8,13 +8,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from model.classifier import softmax as runtime_softmax
+
 
 def softmax(logits: NDArray[np.floating], temperature: float = 1.0) -> NDArray[np.floating]:
-    z = logits / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    probs: NDArray[np.floating] = e / e.sum(axis=-1, keepdims=True)
-    return probs
+    """The runtime's softmax (:func:`model.classifier.softmax`), so training scores what the service computes."""
+    return runtime_softmax(np.asarray(logits), temperature)
 
 
 def expected_calibration_error(probs: NDArray[np.floating], labels: NDArray[np.integer], bins: int = 15) -> float:

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.scope import ScopeGate
+from schemas.policy import DEFAULT_ABSTAIN_THRESHOLD
 from training import data as bitext
 from training.calibration import expected_calibration_error, fit_temperature, softmax
 from training.slots import fill_slots, has_slots
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 #: the three vendored releases a fold can hold out
 FOLD_RELEASES = ("4k5", "8k", "27k")
 #: the routing policy's default abstain threshold, scored on every fold (the in-scope abstain rate)
-ABSTAIN_THRESHOLD = 0.5
+ABSTAIN_THRESHOLD = DEFAULT_ABSTAIN_THRESHOLD
 
 
 #: a harder direction beside the three folds: the 4k5 and 27K releases are of one family (written alike),

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.artifacts import DataFile, Manifest, ReplyFile
+from schemas.policy import DEFAULT_ABSTAIN_THRESHOLD
 from training import data as bitext
 from training import feedback, replies, taxonomy
 from training.artifact import data_file, save_artifact
@@ -57,7 +58,7 @@ OUTLIER_ROWS = 6000
 #: never trained on: how often text that is not an inquiry still gets a confident intent
 OUT_OF_SCOPE_SOURCES = ("goemotions-test", "sst5-test")
 #: the routing policy's default abstain threshold: an intent below it goes to a human
-ABSTAIN_THRESHOLD = 0.5
+ABSTAIN_THRESHOLD = DEFAULT_ABSTAIN_THRESHOLD
 
 
 def _sentences(data_dir: Path, split: str) -> list[str]:
