@@ -14,6 +14,8 @@ COPY schemas ./schemas
 COPY model ./model
 COPY consumer ./consumer
 COPY training ./training
+COPY devtools ./devtools
+COPY triage ./triage
 RUN pip install '.[offline-model]'
 
 FROM python:3.11-slim
