@@ -15,6 +15,7 @@ COPY model ./model
 COPY consumer ./consumer
 COPY training ./training
 COPY devtools ./devtools
+COPY console ./console
 COPY triage ./triage
 RUN pip install '.[offline-model]'
 

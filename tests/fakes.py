@@ -56,3 +56,35 @@ BAD_RECORDS: dict[str, tuple[bytes | None, str]] = {
     "null_value": (None, "NullValue"),
     "too_long": (orjson.dumps({"event_id": "b-4", "text": "refund " * 3000}), "TextTooLong"),
 }
+
+
+def enriched_event(
+    event_id: str, text: str | None = None, intent: str = "track_order", route: str = "auto_response"
+) -> bytes:
+    """A routed event as the service publishes it (valid against schemas.EnrichedEvent)."""
+    from datetime import UTC, datetime
+
+    from schemas import EnrichedEvent
+
+    event = {
+        "event_id": event_id,
+        "text": text or f"secret text of {event_id}",
+        "triage": {
+            "intent": {
+                "label": intent,
+                "category": "ORDER",
+                "confidence": 0.8,
+                "top_k": [{"label": intent, "score": 0.8}],
+            },
+            "sentiment": {
+                "label": "neutral",
+                "score": 0.9,
+                "scores": {"negative": 0.05, "neutral": 0.9, "positive": 0.05},
+            },
+            "route": route,
+            "reasons": ["automatable_intent"],
+            "model": {"intent": "intent-v1", "sentiment": "sentiment-v1"},
+            "processed_at": datetime(2026, 12, 6, tzinfo=UTC).isoformat(),
+        },
+    }
+    return EnrichedEvent.model_validate(event).model_dump_json().encode()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from schemas import EnrichedEvent
+from tests.fakes import enriched_event
 from training.data import Inquiry
 from training.errors import TrainingError
 from training.feedback import Record, build_rows, intent_corrections, write_dataset
@@ -16,28 +15,7 @@ from training.intent import IntentSplit, add_corrections
 
 
 def enriched(event_id: str, text: str, intent: str = "track_order") -> bytes:
-    event = {
-        "event_id": event_id,
-        "text": text,
-        "triage": {
-            "intent": {
-                "label": intent,
-                "category": "ORDER",
-                "confidence": 0.8,
-                "top_k": [{"label": intent, "score": 0.8}],
-            },
-            "sentiment": {
-                "label": "neutral",
-                "score": 0.9,
-                "scores": {"negative": 0.05, "neutral": 0.9, "positive": 0.05},
-            },
-            "route": "auto_response",
-            "reasons": ["automatable_intent"],
-            "model": {"intent": "intent-v1", "sentiment": "sentiment-v1"},
-            "processed_at": datetime(2026, 12, 6, tzinfo=UTC).isoformat(),
-        },
-    }
-    return EnrichedEvent.model_validate(event).model_dump_json().encode()
+    return enriched_event(event_id, text, intent)
 
 
 ROUTED = [

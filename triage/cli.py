@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(handler=_cmd_topics_create)
     _add_feedback_parser(sub)
+    _add_console_parser(sub)
 
     export = sub.add_parser(
         "export-onnx",
@@ -382,6 +383,43 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _readable(text: str) -> str:
     """A command-line argument as text: bytes that are not UTF-8 (surrogate escapes) become U+FFFD."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _add_console_parser(sub: SubParsers) -> None:
+    console = sub.add_parser(
+        "console",
+        help="a local web page: classify text, watch the routed stream, correct intents",
+        description="Serve the console on HOST:PORT (needs the console extra: pip install "
+        "'inquiry-triage[console]'). It loads the models to classify typed text, reads the routing and DLQ topics "
+        "from their end without a consumer group (the service is never slowed), scrapes the service's /metrics "
+        "for lag and p99 when --metrics-url is given, and publishes corrections to the feedback topic.",
+    )
+    for flag, field, kind, text in RUN_OPTIONS:
+        if field in ("bootstrap_servers", "model_dir", "policy_file", "auto_topic", "human_topic", "dlq_topic",
+                     "security_protocol", "sasl_mechanism", "sasl_username", "ssl_ca_location"):  # fmt: skip
+            console.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    console.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback)")
+    console.add_argument("--port", type=port_number, default=8765, help="port (8765)")
+    console.add_argument(
+        "--metrics-url", default=None, help="the service's /metrics, e.g. http://127.0.0.1:9464/metrics"
+    )
+    console.add_argument("--no-live", dest="live", action="store_false", help="classify only: no broker needed")
+    console.add_argument("--no-feedback", dest="feedback", action="store_false", help="no corrections")
+    console.add_argument("--show-text", action="store_true", help="show inquiry texts in the live list (hidden)")
+    console.set_defaults(handler=_cmd_console)
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    from consumer.logs import configure_logging
+
+    try:
+        from console.serve import serve
+    except ImportError as exc:
+        print(f"triage console: error: {exc.name} is missing: pip install 'inquiry-triage[console]'", file=sys.stderr)
+        return 2
+    configure_logging("auto", "warning", sys.stderr)
+    settings = settings_from_args(args)
+    return serve(settings, args.host, args.port, args.metrics_url, args.live, args.show_text, args.feedback)
 
 
 def _add_feedback_parser(sub: SubParsers) -> None:
