@@ -31,6 +31,12 @@ class Metrics:
         r = self.registry
         self.consumed = Counter("triage_events_consumed", "Inquiry records consumed", registry=r)
         self.routed = Counter("triage_events_routed", "Enriched events published", ["route", "intent"], registry=r)
+        self.reasons = Counter(
+            "triage_route_reasons",
+            "Routing reasons given (an event can have several): low_intent_confidence is the abstain rate",
+            ["reason"],
+            registry=r,
+        )
         self.dead_letters = Counter("triage_dead_letters", "Records sent to the DLQ", ["stage", "reason"], registry=r)
         self.batch_size = Histogram("triage_batch_size", "Records per micro-batch", buckets=BATCH_BUCKETS, registry=r)
         self.inference = Histogram(
@@ -106,6 +112,8 @@ class Metrics:
                 self.dead_letters.labels(stage=stage, reason=reason).inc()
             else:
                 self.routed.labels(route=record.route, intent=record.intent or "unknown").inc()
+                for reason in record.reasons:
+                    self.reasons.labels(reason=reason).inc()
                 self._observe_shadow(record)
         if any(record.shadow_failed for record in stats.records):
             self.shadow_failures.inc()

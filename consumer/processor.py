@@ -58,6 +58,7 @@ class OutputRecord:
     route: str  # auto_response | human_agent | dlq
     intent: str | None = None
     error: str | None = None
+    reasons: tuple[str, ...] = ()
     #: what the shadow model (if any) would have said: its intent and route; never published
     shadow_intent: str | None = None
     shadow_route: str | None = None
@@ -191,6 +192,7 @@ class Processor:
             source=message,
             route=route,
             intent=prediction.intent.label,
+            reasons=tuple(reasons),
         )
 
     def dead_letter(self, message: KafkaMessage, rejection: Rejection) -> OutputRecord:

@@ -51,3 +51,56 @@ def test_dockerfile_installs_the_packages_and_runs_the_service():
     assert "torch==${TORCH_VERSION}" in text and "ARG TORCH_INDEX" in text
     assert 'ENTRYPOINT ["triage"]' in text and 'CMD ["run"]' in text
     assert "HF_HUB_OFFLINE=1" in text
+
+
+def _exported_series() -> set[str]:
+    """Every series name the service's metrics can produce (counters as _total, histograms as _bucket/_sum/_count)."""
+    from consumer.metrics import Metrics
+
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        elif family.type == "info":
+            names.add(family.name + "_info")
+        else:
+            names.add(family.name)
+    return names
+
+
+def test_every_metric_the_dashboard_and_alerts_query_is_one_the_service_exports():
+    import json
+    import re
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "triage.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    rules = yaml.safe_load((ROOT / "deploy" / "alerts.yml").read_text())
+    expressions += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    queried = {name for expr in expressions for name in re.findall(r"\b(triage_[a-z_]+)", expr)}
+    assert len(queried) >= 10
+    assert queried <= _exported_series(), f"not exported: {sorted(queried - _exported_series())}"
+    wanted = {
+        "triage_consumer_lag",
+        "triage_dead_letters_total",
+        "triage_model_info",
+        "triage_oldest_unfinished_seconds",
+    }
+    assert wanted <= queried
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for topic in ("throughput", "lag", "batch size", "latency", "routes", "dead letters", "abstain", "model version"):
+        assert topic in titles
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert {"TriageLagGrowing", "TriageDeadLetterRate", "TriageNoProgress", "TriageNotReady"} <= alerts
+
+
+def test_the_monitoring_profile_loads_the_rules_and_the_dashboard():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert "./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro" in services["prometheus"]["volumes"]
+    assert "/etc/prometheus/alerts.yml" in (ROOT / "deploy" / "prometheus.yml").read_text()
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    assert (provisioning / "dashboards" / "triage.yml").is_file() and (
+        provisioning / "datasources" / "prometheus.yml"
+    ).is_file()
