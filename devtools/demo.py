@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def ensure_models(model_dir: Path, console: Console) -> None:
         train_default(task, target)
 
 
-def run_demo(model_dir: Path, timeout_s: float = 180.0) -> int:
+def run_demo(model_dir: Path, timeout_s: float = 180.0, then: Callable[[Settings], None] | None = None) -> int:
+    """Stream the samples through the embedded broker and `triage run`, show where each went; with ``then``, keep
+    the broker and the service running (samples replayed every few seconds) while ``then(settings)`` runs."""
     console = Console(width=None if sys.stdout.isatty() else 160)  # wide enough for the table in a log
     configure_logging("console", "warning", sys.stderr)
     ensure_models(model_dir, console)
@@ -64,11 +67,30 @@ def run_demo(model_dir: Path, timeout_s: float = 180.0) -> int:
         service = threading.Thread(target=run_service, args=(settings, stop), name="triage-run", daemon=True)
         service.start()
         routed = _collect(settings, len(records), timeout_s, console)
+        if then is not None:
+            _show(console, routed)
+            replay = threading.Thread(target=_replay, args=(settings, records, stop), name="demo-replay", daemon=True)
+            replay.start()
+            try:
+                then(settings)
+            finally:
+                stop.set()
+                service.join(30)
+            return 0
         stop.set()
         service.join(30)
     _show(console, routed)
     console.print(f"[bold]{len(routed)} of {len(records)} inquiries accounted for.[/]")
+    console.print("See it in a browser: [cyan]triage demo --console[/] (serves http://127.0.0.1:8765/ until Ctrl-C)")
     return 0 if len(routed) == len(records) else 1
+
+
+def _replay(settings: Settings, records: list[bytes], stop: threading.Event, every_s: float = 3.0) -> None:
+    """A few sample inquiries every ``every_s`` seconds, so the console's live view moves."""
+    index = 0
+    while not stop.wait(every_s):
+        _produce(settings, [records[(index + i) % len(records)] for i in range(5)])
+        index += 5
 
 
 def _produce(settings: Settings, records: list[bytes]) -> None:

@@ -193,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train if needed, start the embedded broker, stream samples, show the routing")
     demo.add_argument("--model-dir", type=Path, default=Path("artifacts"), help="artifacts directory (artifacts)")
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for all routed events (180)")
+    demo.add_argument(
+        "--console",
+        nargs="?",
+        const=8765,
+        default=None,
+        type=port_number,
+        metavar="PORT",
+        help="then keep everything running and serve the console on 127.0.0.1:PORT (8765) until Ctrl-C",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     bench = sub.add_parser(
@@ -525,7 +534,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from devtools.demo import run_demo
 
-    return run_demo(args.model_dir, timeout_s=args.timeout)
+    if args.console is None:
+        return run_demo(args.model_dir, timeout_s=args.timeout)
+    try:
+        from console.serve import serve
+    except ImportError as exc:
+        print(f"triage demo: error: {exc.name} is missing: pip install 'inquiry-triage[console]'", file=sys.stderr)
+        return 2
+
+    def then(settings: Settings) -> None:
+        serve(settings, port=args.console, show_text=True)
+
+    return run_demo(args.model_dir, timeout_s=args.timeout, then=then)
 
 
 if __name__ == "__main__":
