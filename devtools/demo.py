@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -53,7 +54,7 @@ def run_demo(model_dir: Path, timeout_s: float = 180.0, then: Callable[[Settings
             model_dir=model_dir,
             group_id="triage-demo",
             session_timeout_ms=6000,
-            metrics_port=0,
+            metrics_port=_free_port() if then is not None else 0,  # the console reads lag and p99 from it
             log_format="console",
             log_level="warning",
         )
@@ -83,6 +84,12 @@ def run_demo(model_dir: Path, timeout_s: float = 180.0, then: Callable[[Settings
     console.print(f"[bold]{len(routed)} of {len(records)} inquiries accounted for.[/]")
     console.print("See it in a browser: [cyan]triage demo --console[/] (serves http://127.0.0.1:8765/ until Ctrl-C)")
     return 0 if len(routed) == len(records) else 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _replay(settings: Settings, records: list[bytes], stop: threading.Event, every_s: float = 3.0) -> None:

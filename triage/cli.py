@@ -543,7 +543,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 2
 
     def then(settings: Settings) -> None:
-        serve(settings, port=args.console, show_text=True)
+        metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+        serve(settings, port=args.console, metrics_url=metrics, show_text=True)
 
     return run_demo(args.model_dir, timeout_s=args.timeout, then=then)
 
