@@ -66,3 +66,23 @@ def test_confusions_reliability_and_length_bins():
     assert by_length["1-3"]["n"] == 10 and by_length["1-3"]["accuracy"] == 1.0
     assert by_length["4-6"]["n"] == 10 and by_length["4-6"]["accuracy"] == 0.9
     assert by_length["11-15"]["n"] == 10 and by_length["11-15"]["accuracy"] == 0.7
+
+
+def test_only_the_chosen_section_is_replaced():
+    from training.report import replace_section
+
+    lines = ["# Results", "", "Generated.", "", "## A", "old a", "", "## B", "old b", ""]
+    assert replace_section(lines, ["## B", "new b"]) == [
+        "# Results",
+        "",
+        "Generated.",
+        "",
+        "## A",
+        "old a",
+        "",
+        "## B",
+        "new b",
+        "",
+    ]
+    assert replace_section(lines, ["## A", "new a"])[4:7] == ["## A", "new a", ""]
+    assert replace_section(lines, ["## C", "c"])[-3:] == ["## C", "c", ""]
