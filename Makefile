@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[broker,offline-model,train,console,test]'
 	touch $@
 
+# in a terminal the demo then keeps running with the console on http://127.0.0.1:8765/ until Ctrl-C;
+# piped or scripted it ends after the routing table
 demo: setup
-	$(BIN)/triage demo
+	@if [ -t 1 ]; then $(BIN)/triage demo --console; else $(BIN)/triage demo; fi
 
 test: setup
 	$(BIN)/python -m pytest -q -ra
