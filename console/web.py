@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
 from console.live import LiveState
+from consumer.processor import suggested_reply
 from consumer.routing import RoutingPolicy
 from model import TriageModel
 from schemas.feedback import Feedback
@@ -59,9 +60,7 @@ def create_app(
             return _error(413, f"the text has {len(text):,} characters; the service takes at most {max_text_chars:,}")
         (prediction,) = await run_in_threadpool(model.predict, [text])
         route, reasons = policy.decide(prediction)
-        reply = (
-            model.replies.suggest(text, prediction.intent.label) if model.replies and route == "auto_response" else None
-        )
+        reply = suggested_reply(model, text, prediction, route)
         return JSONResponse(
             {
                 "intent": prediction.intent.model_dump(mode="json"),

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from consumer.routing import RoutingPolicy
 from model import InferenceError, Prediction, TriageModel
-from schemas import InquiryEvent, Triage
+from schemas import InquiryEvent, SuggestedReply, Triage
 from schemas.deadletter import DeadLetterHeaders, ErrorStage
 
 #: headers as the service writes them; a header without a value keeps None
@@ -167,12 +167,7 @@ class Processor:
         prediction = item.prediction
         assert prediction is not None
         route, reasons = self.policy.decide(prediction)
-        replies = self.model.replies
-        reply = (
-            replies.suggest(item.text, prediction.intent.label)
-            if replies is not None and route == "auto_response"
-            else None
-        )
+        reply = suggested_reply(self.model, item.text, prediction, route)
         triage = Triage.model_construct(
             intent=prediction.intent,
             sentiment=prediction.sentiment,
@@ -218,6 +213,13 @@ class Processor:
 
 
 #: the service's own header prefix: input headers under it are dropped, never passed on as ours
+def suggested_reply(model: TriageModel, text: str, prediction: Prediction, route: str) -> SuggestedReply | None:
+    """The reply an event carries: only what goes to auto_response gets one, from the model's reply library."""
+    if route != "auto_response" or model.replies is None:
+        return None
+    return model.replies.suggest(text, prediction.intent.label)
+
+
 OWN_HEADER_PREFIX = "triage"
 #: the key the service writes its answer under; an input that already has it is refused (a replay of the
 #: service's own output, or a loop between topics)

@@ -102,10 +102,6 @@ class ReplyLibrary:
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
             self._by_intent[intent] = (indices, columns, (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32))
 
-    @property
-    def intents(self) -> set[str]:
-        return set(self._by_intent)
-
     def _weights(self, counts: Counter[str]) -> dict[str, float]:
         return {word: (1.0 + math.log(n)) * self.idf.get(word, 1.0) for word, n in counts.items()}
 

@@ -68,21 +68,22 @@ class PolicyRules(BaseModel):
         except (tomllib.TOMLDecodeError, ValidationError) as exc:
             raise PolicyError(f"invalid routing policy in {source}: {exc}") from exc
 
-    def fit_problems(self, intents: Iterable[str], categories: Iterable[str]) -> list[str]:
+    def fit_problems(self, intents: Iterable[str], categories: Iterable[str], holder: str = "model") -> list[str]:
         """What keeps this policy from routing a model (or data) with these intents and categories: names the
         policy uses that do not exist (a typo, or a policy written for another taxonomy), and, for a complete
-        policy, intents it does not name (a new intent would otherwise be answered automatically)."""
+        policy, intents it does not name (a new intent would otherwise be answered automatically). ``holder`` is
+        what the labels belong to in the messages ("model", "data")."""
         intents, categories = set(intents), set(categories)
         problems = []
         named = self.human_intents | self.auto_intents
         if named and not named & intents:
-            problems.append("the policy names none of the model's intents: it was written for another taxonomy")
+            problems.append(f"the policy names none of the {holder}'s intents: it was written for another taxonomy")
         unknown = sorted(named - intents)
         if unknown:
-            problems.append(f"the policy names intents the model does not have: {_names(unknown)}")
+            problems.append(f"the policy names intents the {holder} does not have: {_names(unknown)}")
         unknown_categories = sorted(self.human_categories - categories)
         if unknown_categories:
-            problems.append(f"the policy names categories the model does not have: {_names(unknown_categories)}")
+            problems.append(f"the policy names categories the {holder} does not have: {_names(unknown_categories)}")
         if self.auto_intents:
             unnamed = sorted(intents - named)
             if unnamed:

@@ -259,22 +259,18 @@ def _reply_library(
     trained on: the held-out 4k5 rows, answered from a library built without them (or any text of their
     template), by the intent the model predicts."""
     rows = replies.bitext_rows(data_dir)
-    held_keys = {bitext.normalise_key(x.text) for x in held_out}
-    held = [r for r in rows if bitext.normalise_key(r.text) in held_keys]
-    held_templates = {bitext.template_key(replies.template_of(r).example) for r in held}
-    rest = [r for r in rows if bitext.template_key(replies.template_of(r).example) not in held_templates]
-    source = f"{bitext.BITEXT_4K5} (response)"
     library = replies.build_library(rows)
-    reference = replies.write_library(output, library, source)
-    if not held or not rest:  # e.g. trained on 8k alone: every 4k5 inquiry is held out, no library is left
+    reference = replies.write_library(output, library, replies.BITEXT_SOURCE)
+    measured = replies.measure_held_out(rows, [x.text for x in held_out], predict)
+    if not measured["held_out"]:
         print(f"intent: reply library of {len(library.templates)} templates (not measured: no held-out split)")
-        return reference, {"held_out": 0, "templates": len(library.templates)}
-    measured = replies.measure(replies.build_library(rest), held, predict([r.text for r in held]))
-    print(
-        f"intent: reply library of {len(library.templates)} templates; on {len(held)} held-out inquiries the reply "
-        f"is for the right intent {measured['right_intent']:.1%} of the time, mean similarity "
-        f"{measured['mean_confidence']}"
-    )
+        measured["templates"] = len(library.templates)
+    else:
+        print(
+            f"intent: reply library of {len(library.templates)} templates; on {measured['held_out']} held-out "
+            f"inquiries the reply is for the right intent {measured['right_intent']:.1%} of the time, mean "
+            f"similarity {measured['mean_confidence']}"
+        )
     return reference, measured
 
 
@@ -415,7 +411,7 @@ def attach_replies(model_dir: Path, data_dir: Path, own: tuple[Path, taxonomy.Co
     seed = int(hyper.get("seed", INTENT_DEFAULTS.seed))
     if own is None:
         rows = replies.bitext_rows(data_dir)
-        source = f"{bitext.BITEXT_4K5} (response)"
+        source = replies.BITEXT_SOURCE
         train_on = str(hyper.get("train_on", ""))
         held_texts = (
             [x.text for x in make_split(data_dir, train_on, bool(hyper.get("slot_augment", True)), seed).held_out]
@@ -433,18 +429,17 @@ def attach_replies(model_dir: Path, data_dir: Path, own: tuple[Path, taxonomy.Co
     unknown = sorted({r.intent for r in rows} - set(manifest.labels))
     if unknown:
         raise TaxonomyError(f"replies for intents the model does not have: {', '.join(unknown)}")
-    if held_texts is not None:
-        keys = {bitext.normalise_key(t) for t in held_texts}
-        held = [r for r in rows if bitext.normalise_key(r.text) in keys]
-        where = "inquiries the model did not train on"
-    else:
-        held = replies.split_rows(rows)[1]
-        where = "a fifth of the replies' inquiries (the model may have trained on them)"
-    templates = {bitext.template_key(replies.template_of(r).example) for r in held}
-    rest = [r for r in rows if bitext.template_key(replies.template_of(r).example) not in templates]
     classifier = TextClassifier.load(model_dir, device="cpu")
-    predicted = [classifier.labels[i] for i in classifier.predict_proba([r.text for r in held]).argmax(axis=1)]
-    measured = replies.measure(replies.build_library(rest), held, predicted) | {"measured_on": where}
+
+    def predict(texts: list[str]) -> list[str]:
+        return [classifier.labels[i] for i in classifier.predict_proba(texts).argmax(axis=1)]
+
+    where = (
+        "a fifth of the replies' inquiries (the model may have trained on them)"
+        if held_texts is None
+        else "inquiries the model did not train on"
+    )
+    measured = replies.measure_held_out(rows, held_texts, predict) | {"measured_on": where}
     reference = replies.write_library(model_dir, replies.build_library(rows), source)
     metrics = dict(manifest.metrics) | {"replies": measured}
     write_manifest(model_dir, manifest.model_copy(update={"replies": reference, "metrics": metrics}))

@@ -62,6 +62,15 @@ def _rows_of(path: Path) -> tuple[list[str], list[tuple[int, dict[str, object]]]
         raise TaxonomyError(f"{path}: cannot read it: {exc}") from exc
 
 
+def _require_columns(path: Path, names: list[str], wanted: list[str], hint: str = "") -> None:
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise TaxonomyError(
+            f"{path}: no column {', '.join(map(repr, missing))}; the file has {', '.join(map(repr, names)) or 'none'}"
+            + hint
+        )
+
+
 def _listed(numbers: list[int]) -> str:
     shown = ", ".join(map(str, numbers[:SHOWN_ROWS]))
     return shown + (f" and {len(numbers) - SHOWN_ROWS} more" if len(numbers) > SHOWN_ROWS else "")
@@ -77,12 +86,7 @@ def read_labelled(path: Path, columns: Columns) -> list[Inquiry]:
     path = Path(path)
     names, rows = _rows_of(path)
     wanted = [c for c in (columns.text, columns.label, columns.category) if c is not None]
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        raise TaxonomyError(
-            f"{path}: no column {', '.join(map(repr, missing))}; the file has {', '.join(map(repr, names)) or 'none'}"
-            " (choose with --text-column, --label-column, --category-column)"
-        )
+    _require_columns(path, names, wanted, " (choose with --text-column, --label-column, --category-column)")
     if not rows:
         raise TaxonomyError(f"{path}: no rows")
     problems = []
@@ -149,7 +153,7 @@ def check(items: list[Inquiry], policy: PolicyRules | None, min_examples: int = 
         )
     mapping = {label: sorted(names)[0] for label, names in categories.items()}
     if policy is not None:
-        problems += [p.replace("the model", "the data") for p in policy.fit_problems(mapping, mapping.values())]
+        problems += policy.fit_problems(mapping, mapping.values(), holder="data")
     if problems:
         raise TaxonomyError("cannot train on this data: " + "; ".join(problems))
     return mapping
@@ -197,11 +201,7 @@ def read_replies(path: Path, columns: Columns, reply_column: str) -> list[Row]:
     """(inquiry, intent, reply) rows of a team's file for the reply library; rows without a reply are skipped."""
     path = Path(path)
     names, rows = _rows_of(path)
-    missing = [c for c in (columns.text, columns.label, reply_column) if c not in names]
-    if missing:
-        raise TaxonomyError(
-            f"{path}: no column {', '.join(map(repr, missing))}; the file has {', '.join(map(repr, names)) or 'none'}"
-        )
+    _require_columns(path, names, [columns.text, columns.label, reply_column])
     found = [
         Row(_text(row.get(columns.text)), _text(row.get(columns.label)), str(row.get(reply_column) or "").strip())
         for _, row in rows
