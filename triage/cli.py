@@ -46,6 +46,17 @@ RUN_OPTIONS: list[tuple[str, str, type, str]] = [
 ]
 
 
+#: the broker security options every command that talks to Kafka takes
+CONNECTION = ("security_protocol", "sasl_mechanism", "sasl_username", "ssl_ca_location")
+
+
+def add_run_options(parser: argparse.ArgumentParser, *fields: str) -> None:
+    """``triage run``'s flags named by ``fields`` (all of them without), each defaulting to its setting."""
+    for flag, field, kind, text in RUN_OPTIONS:
+        if not fields or field in fields:
+            parser.add_argument(flag, dest=field, type=kind, default=None, help=text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -142,8 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
             "bad records to the DLQ. Every option can also be set as TRIAGE_<OPTION> (e.g. TRIAGE_GROUP_ID)."
         ),
     )
-    for flag, field, kind, text in RUN_OPTIONS:
-        run.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    add_run_options(run)
     run.add_argument(
         "--kafka-property",
         action="append",
@@ -228,19 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Topic names and connection settings come from the same flags and "
         "TRIAGE_* variables as `triage run`.",
     )
-    for flag, field, kind, text in RUN_OPTIONS:
-        if field in (
-            "bootstrap_servers",
-            "input_topic",
-            "auto_topic",
-            "human_topic",
-            "dlq_topic",
-            "security_protocol",
-            "sasl_mechanism",
-            "sasl_username",
-            "ssl_ca_location",
-        ):
-            create.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    add_run_options(create, "bootstrap_servers", "input_topic", "auto_topic", "human_topic", "dlq_topic", *CONNECTION)
     create.add_argument("--partitions", dest="topic_partitions", type=int, default=None, help="partitions (3)")
     create.add_argument(
         "--replication",
@@ -403,10 +401,9 @@ def _add_console_parser(sub: SubParsers) -> None:
         "from their end without a consumer group (the service is never slowed), scrapes the service's /metrics "
         "for lag and p99 when --metrics-url is given, and publishes corrections to the feedback topic.",
     )
-    for flag, field, kind, text in RUN_OPTIONS:
-        if field in ("bootstrap_servers", "model_dir", "policy_file", "auto_topic", "human_topic", "dlq_topic",
-                     "security_protocol", "sasl_mechanism", "sasl_username", "ssl_ca_location"):  # fmt: skip
-            console.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    add_run_options(
+        console, "bootstrap_servers", "model_dir", "policy_file", "auto_topic", "human_topic", "dlq_topic", *CONNECTION
+    )
     console.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback)")
     console.add_argument("--port", type=port_number, default=8765, help="port (8765)")
     console.add_argument(
@@ -443,10 +440,7 @@ def _add_feedback_parser(sub: SubParsers) -> None:
         "--with-feedback`. Reads from the start to the current end of each topic without joining a consumer "
         "group. Corrections that are not valid, or name an event no routing topic holds, are counted, not kept.",
     )
-    for flag, field, kind, text in RUN_OPTIONS:
-        if field in ("bootstrap_servers", "auto_topic", "human_topic", "security_protocol", "sasl_mechanism",
-                     "sasl_username", "ssl_ca_location"):  # fmt: skip
-            collect.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    add_run_options(collect, "bootstrap_servers", "auto_topic", "human_topic", *CONNECTION)
     collect.add_argument("--feedback-topic", default=None, help="topic of corrections (inquiries.feedback)")
     collect.add_argument("--out", type=Path, default=None, help="directory for the dataset (TRIAGE_HOME/data/feedback)")
     collect.add_argument("--timeout-s", type=float, default=60.0, help="give up reading after this long")
