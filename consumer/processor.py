@@ -108,7 +108,7 @@ class Processor:
             else:
                 accepted.append(_Accepted(index, payload, text))
         self._predict_isolating(accepted)
-        shadows, shadow_failed = self._shadow_predict([item for item in accepted if item.rejection is None])
+        shadows, shadow_failed = self._shadow_predict(accepted)
         processed_at = self.clock()
         for item in accepted:
             message = messages[item.index]
@@ -129,7 +129,9 @@ class Processor:
         return [r for r in records if r is not None]
 
     def _shadow_predict(self, items: list[_Accepted]) -> tuple[dict[int, Prediction], bool]:
-        """The shadow model's predictions by record index, and whether it failed on this batch."""
+        """The shadow model's predictions of the records the serving model classified, by record index, and whether
+        it failed on this batch."""
+        items = [item for item in items if item.rejection is None] if self.shadow is not None else []
         if self.shadow is None or not items:
             return {}, False
         try:
