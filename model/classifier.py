@@ -75,7 +75,7 @@ class DeviceChoice:
 
 
 def choose_device(preference: str = "auto", bf16: bool = True) -> DeviceChoice:
-    """CUDA when present (fp16/bf16 autocast), bf16 autocast on AVX-512/AMX CPUs, else fp32.
+    """CUDA when present (fp16/bf16 autocast), bf16 autocast on CPUs that compute bf16 natively, else fp32.
 
     ``preference`` is ``auto``, ``cpu`` or ``cuda``; ``TRIAGE_DISABLE_BF16=1`` forces fp32 on CPU.
     """
@@ -86,10 +86,17 @@ def choose_device(preference: str = "auto", bf16: bool = True) -> DeviceChoice:
             raise InferenceError("device=cuda requested but CUDA is not available")
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return DeviceChoice(torch.device("cuda"), dtype)
-    capability = torch.backends.cpu.get_cpu_capability()
     # bf16=False (Settings.cpu_bf16) keeps float32 where bf16 would be chosen
-    use_bf16 = bf16 and (capability.startswith("AVX512") or "AMX" in capability)
+    use_bf16 = bf16 and native_cpu_bf16()
     return DeviceChoice(torch.device("cpu"), torch.bfloat16 if use_bf16 else None)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX). AVX-512 alone is not enough: without them
+    oneDNN emulates bf16, and a MiniLM training step measured 3x slower than in float32 (0.82 s against 0.27 s
+    on an Ice Lake Xeon), inference likewise."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 @dataclass(frozen=True)

@@ -122,10 +122,20 @@ def test_inconsistent_artifacts_are_refused(tiny_model_dir, tmp_path):
 def test_device_choice():
     choice = choose_device("cpu")
     assert choice.device == torch.device("cpu")
-    capability = torch.backends.cpu.get_cpu_capability()
-    assert (choice.autocast_dtype == torch.bfloat16) == (capability.startswith("AVX512") or "AMX" in capability)
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert (choice.autocast_dtype == torch.bfloat16) == native
+    assert choose_device("cpu", bf16=False).autocast_dtype is None
     with pytest.raises(ValueError):
         choose_device("tpu")
+
+
+def test_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    # AVX-512 without its bf16 extension emulates bf16, slower than float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert choose_device("cpu").autocast_dtype is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert choose_device("cpu").autocast_dtype == torch.bfloat16
 
 
 def test_passes_are_cut_where_padding_costs_more_than_a_pass():

@@ -76,7 +76,7 @@ def freeze_lower_layers(model: PreTrainedModel, layers: int) -> int:
 
 
 def pick_device() -> DeviceChoice:
-    """CUDA if present, else CPU with bf16 autocast where AVX-512/AMX allow (the runtime's own rule)."""
+    """CUDA if present, else CPU with bf16 autocast where the CPU has bf16 instructions (the runtime's own rule)."""
     from model.classifier import choose_device
 
     return choose_device("auto")
