@@ -89,14 +89,47 @@ def test_a_small_vocabulary_keeps_only_the_character_rules(tiny_model):
 
 
 def test_words_the_tokenizer_does_not_know_are_out_of_scope(minilm_gate):
-    from model.scope import UNRECOGNISED_WORDS
+    from model.scope import UNRECOGNISED_WORDS, ScopeGate
 
-    gate = minilm_gate
-    assert gate.vocabulary
+    assert minilm_gate.vocabulary
+    gate = ScopeGate(minilm_gate.vocabulary, minilm_gate._tokenize)  # the vocabulary rule alone
     for text in ("hfjdksla fjdksl", "siparişimi iptal etmek istiyorum", "ich möchte meine Bestellung stornieren"):
         assert gate.reason(text) == UNRECOGNISED_WORDS, text
     for text in ("cancelling my freemium account", "where's my parcel", "refund", "I cant login to my acount"):
         assert gate.reason(text) is None, text
+    assert minilm_gate.reason("hfjdksla fjdksl") == UNRECOGNISED_WORDS
+
+
+def test_other_languages_in_latin_letters_are_out_of_scope(minilm_gate):
+    from model.scope import OTHER_LANGUAGE
+
+    for text in (
+        "quiero cancelar mi pedido",  # the English vocabulary knows most of these words
+        "necesito hablar con un agente",
+        "je voudrais annuler ma commande",
+        "vorrei un rimborso per favore",
+        "ik wil mijn account verwijderen",
+        "où est mon colis ?",
+    ):
+        assert minilm_gate.reason(text) == OTHER_LANGUAGE, text
+    assert minilm_gate.reason("quero mudar o meu endereço de entrega") is not None  # unrecognised_words
+    for text in ("do ya sjip to Canada", "cancel premium acount", "i want my goddamn reimburfsement", "refund"):
+        assert minilm_gate.reason(text) is None, text
+
+
+def test_the_language_rule_marks_no_inquiry_even_with_noise(minilm_gate):
+    import random
+
+    from model.scope import OTHER_LANGUAGE
+    from tests.paths import DATA_DIR
+    from training import data as bitext
+    from training.augment import Augmentation, augment
+
+    texts = sorted({x.text for name in ("4k5", "8k") for x in bitext.load_release(DATA_DIR, name)})
+    rng, config = random.Random(0), Augmentation()
+    noisy = [augment(t, rng, config) for t in texts]
+    marked = [t for t in texts + noisy if minilm_gate.reason(t) == OTHER_LANGUAGE]
+    assert marked == []
 
 
 def test_the_vocabulary_rule_marks_almost_no_bitext_inquiry(minilm_gate):
@@ -106,3 +139,4 @@ def test_the_vocabulary_rule_marks_almost_no_bitext_inquiry(minilm_gate):
     rows = bitext.load_release(DATA_DIR, "4k5") + bitext.load_release(DATA_DIR, "8k")
     marked = [x.text for x in rows if minilm_gate.reason(x.text)]
     assert len(marked) <= 10, marked
+
