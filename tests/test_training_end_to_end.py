@@ -132,8 +132,10 @@ def _csv(path: Path, rows) -> Path:
 def test_intent_training_exposes_outliers_and_reports_out_of_scope_confidence(trained):
     manifest = json.loads((trained / "manifest.json").read_text())
     outliers = [d for d in manifest["data"] if d["role"] == "outliers"]
-    assert sorted(Path(d["path"]).name for d in outliers) == ["train.tsv", "train.txt"]
+    assert sorted(Path(d["path"]).name for d in outliers) == ["requests.txt", "train.tsv", "train.txt"]
+    assert [d["rows"] for d in outliers if d["path"].endswith("requests.txt")] == [40]  # the tiny data's lines
     assert manifest["hyperparameters"]["outlier_exposure"]["rows"] > 0
+    assert manifest["hyperparameters"]["request_outliers"] is True
     scope = manifest["metrics"]["out_of_scope"]
     assert scope["sources"] == ["goemotions-test", "sst5-test"] and scope["n"] > 0
     assert 0.0 <= scope["confident_share"] <= 1.0 and 0.0 <= scope["validation_confident_share"] <= 1.0
@@ -288,6 +290,7 @@ SENTIMENT_FILES = {
     "written/customer_service_messages.csv": 150,
     "probe/customer_service_holdout.csv": 80,
     "out_of_scope/out_of_scope.csv": None,
+    "outliers/requests.txt": 40,
 }
 
 

@@ -68,14 +68,32 @@ def _sentences(data_dir: Path, split: str) -> list[str]:
     return sorted({row.text for row in load_goemotions(data_dir, split) + load_sst5(data_dir, split)})
 
 
-def outlier_texts(data_dir: Path, rows: int, seed: int) -> tuple[list[str], list[DataFile]]:
-    """``rows`` texts drawn (seeded) from GoEmotions train and SST-5 train, with their data files."""
+#: requests and questions for other assistants (weather, trivia, timers, recipes, travel, chit-chat), written
+#: for outlier exposure (data/outliers/SOURCE.md): the sentences are statements, and a model that saw only
+#: statements as outliers read any request as an inquiry ("book a table for two at 8pm" as place_order, 0.98)
+OUTLIER_REQUESTS = "outliers/requests.txt"
+#: each request rides along this many times as often as a sentence: about a fifth of the outliers
+REQUEST_REPEATS = 8
+
+
+def read_requests(data_dir: Path) -> list[str]:
+    path = Path(data_dir) / OUTLIER_REQUESTS
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def outlier_texts(data_dir: Path, rows: int, seed: int, requests: bool = False) -> tuple[list[str], list[DataFile]]:
+    """``rows`` texts drawn (seeded) from GoEmotions train and SST-5 train, with their data files; with
+    ``requests``, also the written requests (:data:`OUTLIER_REQUESTS`), each :data:`REQUEST_REPEATS` times."""
     pool = _sentences(data_dir, "train")
     texts = random.Random(seed).sample(pool, min(rows, len(pool)))
     files = [
         data_file(Path(data_dir) / "goemotions" / "train.tsv", None, "outliers"),
         data_file(Path(data_dir) / "sst5" / "train.txt", None, "outliers"),
     ]
+    if requests and (Path(data_dir) / OUTLIER_REQUESTS).is_file():
+        written = read_requests(data_dir)
+        texts += written * REQUEST_REPEATS
+        files.append(data_file(Path(data_dir) / OUTLIER_REQUESTS, len(written), "outliers"))
     return texts, files
 
 
@@ -110,12 +128,15 @@ class IntentRecipe:
     config: TrainConfig = INTENT_DEFAULTS
     augmentation: Augmentation | None = None
     outlier_exposure: bool = False
+    # the written requests join the outliers (Bitext's taxonomy only: a team's own intents may include them)
+    request_outliers: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.config.as_dict(),
             "augmentation": self.augmentation.as_dict() if self.augmentation else None,
             "outlier_exposure": self.outlier_exposure,
+            "request_outliers": self.outlier_exposure and self.request_outliers,
         }
 
 
@@ -125,7 +146,7 @@ def default_augmentation() -> Augmentation:
 
 def default_recipe() -> IntentRecipe:
     """The recipe ``triage train intent`` uses without options."""
-    return IntentRecipe(INTENT_DEFAULTS, default_augmentation(), outlier_exposure=True)
+    return IntentRecipe(INTENT_DEFAULTS, default_augmentation(), outlier_exposure=True, request_outliers=True)
 
 
 def fit_intent(
@@ -137,7 +158,11 @@ def fit_intent(
     desc: str = "intent",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DeviceChoice, dict[str, Any]]:
     """Fine-tune ``base_model`` on ``items`` with ``recipe``: (model, tokenizer, device, stats)."""
-    outliers = outlier_texts(data_dir, OUTLIER_ROWS, recipe.config.seed)[0] if recipe.outlier_exposure else []
+    outliers = (
+        outlier_texts(data_dir, OUTLIER_ROWS, recipe.config.seed, recipe.request_outliers)[0]
+        if recipe.outlier_exposure
+        else []
+    )
     label_id = {label: i for i, label in enumerate(labels)}
     seed_everything(recipe.config.seed)  # the new classification head is initialised here
     model, tokenizer = load_base(base_model, labels)
@@ -301,6 +326,11 @@ def train_intent(
     if own is not None and recipe.outlier_exposure and not _has_sentences(data_dir, "train"):
         print(f"intent: no GoEmotions / SST-5 texts in {data_dir}: training without outlier exposure")
         recipe = replace(recipe, outlier_exposure=False)
+    if own is not None and recipe.request_outliers:  # "reset my router" is another team's inquiry
+        recipe = replace(recipe, request_outliers=False)
+    if recipe.outlier_exposure and recipe.request_outliers and not (Path(data_dir) / OUTLIER_REQUESTS).is_file():
+        print(f"intent: no {OUTLIER_REQUESTS} in {data_dir}: outlier exposure on the sentences alone")
+        recipe = replace(recipe, request_outliers=False)
     config = recipe.config
     if own is not None:
         split, categories = own
@@ -309,7 +339,11 @@ def train_intent(
         categories = bitext.category_map(split.train + split.held_out)
     if with_feedback is not None:
         split = add_corrections(split, with_feedback, categories)
-    outlier_files = outlier_texts(data_dir, OUTLIER_ROWS, config.seed)[1] if recipe.outlier_exposure else []
+    outlier_files = (
+        outlier_texts(data_dir, OUTLIER_ROWS, config.seed, recipe.request_outliers)[1]
+        if recipe.outlier_exposure
+        else []
+    )
     labels = sorted(categories)
     label_id = {label: i for i, label in enumerate(labels)}
     print(
@@ -317,7 +351,8 @@ def train_intent(
         f"{len(labels)} intents, device {pick_device().description}"
     )
     if recipe.outlier_exposure:
-        print(f"intent: outlier exposure on {OUTLIER_ROWS} texts that are not inquiries (GoEmotions, SST-5)")
+        requests = " and the written requests to other assistants" if recipe.request_outliers else ""
+        print(f"intent: outlier exposure on {OUTLIER_ROWS} texts that are not inquiries (GoEmotions, SST-5){requests}")
     model, tokenizer, device, stats = fit_intent(data_dir, split.train, labels, base_model, recipe)
     gold = np.array([label_id[x.intent] for x in split.held_out])
     logits = predict_logits(model, tokenizer, [x.text for x in split.held_out], device, config.max_length)
@@ -361,7 +396,11 @@ def train_intent(
     hparams = recipe.as_dict() | {
         "train_on": train_on if own is None else "own",
         "slot_augment": slot_augment and own is None,
-        "outlier_exposure": (OutlierExposure().as_dict() | {"rows": OUTLIER_ROWS} if recipe.outlier_exposure else None),
+        "outlier_exposure": (
+            OutlierExposure().as_dict() | {"rows": OUTLIER_ROWS, "request_repeats": REQUEST_REPEATS}
+            if recipe.outlier_exposure
+            else None
+        ),
     }
     manifest = save_artifact(
         output,

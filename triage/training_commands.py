@@ -116,6 +116,14 @@ def _add_recipe_options(p: argparse.ArgumentParser, task: str) -> None:
             "pulled towards a flat intent distribution so that off-topic text scores low "
             "confidence and goes to a human (on by default; --no-outlier-exposure turns it off)",
         )
+        p.add_argument(
+            "--request-outliers",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="with outlier exposure on Bitext's intents, also the written requests to other assistants "
+            "(weather, trivia, timers, recipes, travel, chit-chat: data/outliers/requests.txt); never with "
+            "--data, whose intents may include them (on by default)",
+        )
 
 
 def _add_train_parser(sub: SubParsers) -> None:
@@ -387,7 +395,9 @@ def _config(args: argparse.Namespace, command: str) -> TrainConfig | None:
 def _intent_recipe(args: argparse.Namespace, config: TrainConfig) -> IntentRecipe:
     from training.intent import IntentRecipe, default_augmentation
 
-    return IntentRecipe(config, default_augmentation() if args.augment else None, args.outlier_exposure)
+    return IntentRecipe(
+        config, default_augmentation() if args.augment else None, args.outlier_exposure, args.request_outliers
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:

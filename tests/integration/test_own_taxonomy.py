@@ -82,6 +82,7 @@ def test_the_artifact_records_the_team_taxonomy(telecom_models):
     assert set(manifest["labels"]) == TELECOM_INTENTS
     assert manifest["categories"]["no_signal"] == "technical" and manifest["categories"]["port_number"] == "account"
     assert manifest["hyperparameters"]["train_on"] == "own"
+    assert manifest["hyperparameters"]["request_outliers"] is False  # written for Bitext's intents, not a team's
     assert manifest["data"][0]["path"].endswith("inquiries.csv") and manifest["data"][0]["rows"] == 240
     assert manifest["metrics"]["validation"]["n"] >= 8 * 3  # about 15 % of each intent
     assert manifest["replies"]["templates"] == 12 and manifest["replies"]["source"].endswith("replies.csv (reply)")
