@@ -14,7 +14,8 @@ calibrated confidence (the policy's abstain threshold).
 
 On the vendored Bitext inquiries (about 15,000) the rules mark 5 texts, all terse with a typo in the key word
 ("updating Premium acount"); on the same inquiries with added typos and noise, 0.3%. The language rule marks
-none of them, nor any of three noisy copies of each (44,000 texts), nor any customer-service holdout message;
+none of them, nor any of three noisy copies of each (44,000 texts), nor any customer-service holdout message,
+and 5 of TweetEval's 12,284 test tweets (four in other languages, one a line of hashtags);
 the lowest probability of English it gave an inquiry was 0.044 ("do ya sjip to Canada"), against at most 0.003
 for the written set's Latin-script requests in Spanish, French, German, Italian, Portuguese, Dutch and others.
 """
