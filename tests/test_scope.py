@@ -139,4 +139,3 @@ def test_the_vocabulary_rule_marks_almost_no_bitext_inquiry(minilm_gate):
     rows = bitext.load_release(DATA_DIR, "4k5") + bitext.load_release(DATA_DIR, "8k")
     marked = [x.text for x in rows if minilm_gate.reason(x.text)]
     assert len(marked) <= 10, marked
-
