@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,14 @@ from training.calibration import expected_calibration_error, fit_temperature, so
 from training.slots import fill_slots, has_slots
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from model.classifier import DeviceChoice
     from training.intent import IntentRecipe
+
+    #: trains one fold's model: (fold, intent labels) -> (model, tokenizer, device, stats)
+    Fitted = tuple[PreTrainedModel, PreTrainedTokenizerBase, DeviceChoice, dict[str, Any]]
+    FitFold = Callable[["Fold", list[str]], Fitted]
 
 #: the three vendored releases a fold can hold out
 FOLD_RELEASES = ("4k5", "8k", "27k")
@@ -174,11 +181,14 @@ def run_crossval(
     held_out: tuple[str, ...] = FOLD_RELEASES,
     out_dir: Path | None = None,
     out_of_scope: dict[str, list[str]] | None = None,
+    fit: FitFold | None = None,
 ) -> dict[str, Any]:
     """Train ``recipe`` once per fold, score each held-out release; returns (and writes) the summary.
 
     ``out_of_scope``: named sets of texts that are no inquiry; each fold reports the share of them a bot would
-    still answer: the top intent at the abstain threshold or above, and not marked by :mod:`model.scope`."""
+    still answer: the top intent at the abstain threshold or above, and not marked by :mod:`model.scope`.
+    ``fit``: trains a fold's model another way than :func:`training.intent.fit_intent` with ``recipe``
+    (:mod:`training.joint_encoder`)."""
     from training.engine import predict_logits
     from training.intent import fit_intent
 
@@ -195,9 +205,12 @@ def run_crossval(
             f"crossval: fold {fold.held_out}: train on {' + '.join(fold.train_on)} ({len(fold.train)} texts), "
             f"score {fold.held_out} ({len(fold.test)} unseen texts)"
         )
-        model, tokenizer, device, stats = fit_intent(
-            data_dir, fold.train, labels, base_model, recipe, desc=f"fold {fold.held_out}"
-        )
+        if fit is None:
+            model, tokenizer, device, stats = fit_intent(
+                data_dir, fold.train, labels, base_model, recipe, desc=f"fold {fold.held_out}"
+            )
+        else:
+            model, tokenizer, device, stats = fit(fold, labels)
         logits[fold.held_out] = predict_logits(
             model, tokenizer, [x.text for x in fold.test], device, recipe.config.max_length
         )

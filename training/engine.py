@@ -91,6 +91,26 @@ def collate(ids: list[list[int]], index: Iterable[int], pad_id: int) -> dict[str
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
+def padded_batch(rows: list[list[int]], pad_id: int, device: DeviceChoice) -> dict[str, torch.Tensor]:
+    """``rows`` padded to the longest of them, on the device."""
+    return {k: v.to(device.device) for k, v in collate(rows, range(len(rows)), pad_id).items()}
+
+
+def optimise(
+    model: torch.nn.Module,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> float:
+    """One step on ``loss``: backpropagate, clip the gradient norm to 1, step the optimiser and the schedule."""
+    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.item())
+
+
 def make_optimizer(
     model: PreTrainedModel, config: TrainConfig, total_steps: int
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
@@ -165,21 +185,13 @@ def train(
                     break
                 rows = [ids[i] for i in index]
                 extra = exposure.rows(max(len(r) for r in rows)) if exposure is not None else []
-                batch = {
-                    k: v.to(device.device)
-                    for k, v in collate(rows + extra, range(len(rows) + len(extra)), tokenizer.pad_token_id).items()
-                }
+                batch = padded_batch(rows + extra, tokenizer.pad_token_id, device)
                 with autocast_for(device.device, device.autocast_dtype):
                     logits = model(**batch).logits.float()
                 loss = loss_fn(logits[: len(rows)], target[index].to(device.device))
                 if exposure is not None and extra:
                     loss = loss + exposure.loss(logits[len(rows) :])
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                losses.append(optimise(model, loss, optimizer, scheduler))
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
