@@ -136,6 +136,11 @@ def test_intent_training_exposes_outliers_and_reports_out_of_scope_confidence(tr
     assert [d["rows"] for d in outliers if d["path"].endswith("requests.txt")] == [40]  # the tiny data's lines
     assert manifest["hyperparameters"]["outlier_exposure"]["rows"] > 0
     assert manifest["hyperparameters"]["request_outliers"] is True
+    assert (
+        manifest["hyperparameters"]["request_repeats"]
+        == manifest["hyperparameters"]["outlier_exposure"]["request_repeats"]
+        > 0
+    )
     scope = manifest["metrics"]["out_of_scope"]
     assert scope["sources"] == ["goemotions-test", "sst5-test"] and scope["n"] > 0
     assert 0.0 <= scope["confident_share"] <= 1.0 and 0.0 <= scope["validation_confident_share"] <= 1.0

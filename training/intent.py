@@ -72,8 +72,10 @@ def _sentences(data_dir: Path, split: str) -> list[str]:
 #: for outlier exposure (data/outliers/SOURCE.md): the sentences are statements, and a model that saw only
 #: statements as outliers read any request as an inquiry ("book a table for two at 8pm" as place_order, 0.98)
 OUTLIER_REQUESTS = "outliers/requests.txt"
-#: each request rides along this many times as often as a sentence: about a fifth of the outliers
-REQUEST_REPEATS = 8
+#: each request rides along this many times as often as a sentence (about one outlier in twenty): 8 (about one in
+#: five) answered fewer out-of-scope texts but made the model refuse informal inquiries with words Bitext does
+#: not use ("where is my package?" 0.93 -> 0.04), docs/model-card.md "Out of scope"
+REQUEST_REPEATS = 2
 
 
 def read_requests(data_dir: Path) -> list[str]:
@@ -137,6 +139,7 @@ class IntentRecipe:
             "augmentation": self.augmentation.as_dict() if self.augmentation else None,
             "outlier_exposure": self.outlier_exposure,
             "request_outliers": self.outlier_exposure and self.request_outliers,
+            "request_repeats": REQUEST_REPEATS if self.outlier_exposure and self.request_outliers else 0,
         }
 
 
