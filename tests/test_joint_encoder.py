@@ -29,7 +29,7 @@ def test_one_encoder_learns_both_tasks(tiny_model_dir):
     from tests.tiny import INTENTS, make_text
     from training.engine import TrainConfig, predict_logits
     from training.intent import IntentRecipe
-    from training.joint_encoder import JointModel, TaskView, train_joint
+    from training.joint_encoder import JointModel, SentimentData, TaskView, score_sentiment, train_joint
     from training.modeling import load_base
 
     labels = read_manifest(tiny_model_dir / "intent").labels
@@ -53,3 +53,6 @@ def test_one_encoder_learns_both_tasks(tiny_model_dir):
     scores = predict_logits(TaskView(joint, "intent", len(labels)), tokenizer, texts, device, 32)
     assert scores.shape == (len(texts), len(labels))
     assert (scores.argmax(1) == labels.index(intent)).all()  # the intent head kept its task
+    rows = [sd.Labeled(t, m, "tiny") for t, m in zip(texts, moods)]
+    scored = score_sentiment(view, tokenizer, device, SentimentData([], rows[:32], {"tiny": rows}))
+    assert scored["tiny"]["n"] == 64 and scored["tiny"]["accuracy"] == round(after, 4)  # a temperature keeps the argmax

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from model.artifacts import SENTIMENT_LABELS
@@ -46,7 +45,6 @@ from training.engine import (
     make_optimizer,
     optimise,
     padded_batch,
-    predict_logits,
     seed_everything,
 )
 from training.metrics import classification_metrics, summary
@@ -103,10 +101,7 @@ class SentimentData:
 
 def sentiment_data(data_dir: Path, seed: int) -> SentimentData:
     """The sentiment artifact's rows: the mix less its calibration share, and the validation sources."""
-    from training.data import stratified_holdout
-
-    mixed = sd.build_mix(data_dir, sd.DEFAULT_MIX, seed)
-    rows, held = stratified_holdout(mixed, sd.CALIBRATION_SHARE, seed, key=lambda r: (r.source, r.label))
+    rows, held = sd.split_mix(data_dir, sd.DEFAULT_MIX, seed)
     return SentimentData(rows, held, {name: sd.VALIDATION_SOURCES[name][0](data_dir) for name in SENTIMENT_SCORED})
 
 
@@ -184,15 +179,18 @@ def score_sentiment(
     view: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, device: DeviceChoice, data: SentimentData
 ) -> dict[str, Any]:
     """Accuracy and recalls on each source at the temperature fitted on the mix's held-out share (as shipped)."""
+    from training.sentiment import SENTIMENT_DEFAULTS, score_sources
 
-    def logits(rows: list[sd.Labeled]) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        z = predict_logits(view, tokenizer, [r.text for r in rows], device, 64)  # type: ignore[arg-type]
-        return z, np.array([SENTIMENT.index(r.label) for r in rows])
-
-    temperature = fit_temperature(*logits(data.held))
+    scored = score_sources(
+        view,  # type: ignore[arg-type]  # a TaskView answers as a transformers classifier does
+        tokenizer,
+        device,
+        {sd.CALIBRATION_SET: data.held} | data.sources,
+        SENTIMENT_DEFAULTS.max_length,
+    )
+    temperature = fit_temperature(*scored.pop(sd.CALIBRATION_SET))
     out: dict[str, Any] = {"temperature": round(temperature, 4)}
-    for name, rows in data.sources.items():
-        z, gold = logits(rows)
+    for name, (z, gold) in scored.items():
         out[name] = summary(classification_metrics(softmax(z, temperature), gold, SENTIMENT), SENTIMENT)
     return out
 

@@ -16,7 +16,6 @@ from training import feedback
 from training import sentiment_data as sd
 from training.artifact import DataRole, data_file, save_artifact
 from training.calibration import calibration_report, fit_temperature, softmax
-from training.data import stratified_holdout
 from training.engine import TrainConfig, predict_logits, seed_everything, train
 from training.metrics import classification_metrics, summary
 from training.modeling import load_base, pick_device
@@ -79,8 +78,8 @@ def train_sentiment(
     The temperature is fitted on held-out rows of the training mix because they carry the product's label
     meaning; a validation source with another notion of neutral (TweetEval's news) would distort it.
     """
-    mixed = sd.build_mix(data_dir, mix, config.seed)
-    rows, held = stratified_holdout(mixed, sd.CALIBRATION_SHARE, config.seed, key=lambda r: (r.source, r.label))
+    rows, held = sd.split_mix(data_dir, mix, config.seed)
+    per_source = Counter(r.source for r in [*rows, *held])
     corrections = []
     if with_feedback is not None:  # agents' corrections: trained on, never held out
         corrections = [sd.Labeled(t, label, "feedback") for t, label in feedback.sentiment_corrections(with_feedback)]
@@ -103,14 +102,8 @@ def train_sentiment(
         class_weights=list(class_weights),
         desc="sentiment",
     )
-    scored = {
-        sd.CALIBRATION_SET: (
-            predict_logits(model, tokenizer, [r.text for r in held], device, config.max_length),
-            np.array([LABELS.index(r.label) for r in held]),
-        )
-    }
     sources = {name: sd.VALIDATION_SOURCES[name][0](data_dir) for name in TRAIN_TIME_VALIDATION}
-    scored |= score_sources(model, tokenizer, device, sources, config.max_length)
+    scored = score_sources(model, tokenizer, device, {sd.CALIBRATION_SET: held} | sources, config.max_length)
     temperature = fit_temperature(*scored[sd.CALIBRATION_SET])
     metrics = {
         name: summary(classification_metrics(softmax(lg, temperature), y, LABELS), LABELS)
@@ -123,7 +116,6 @@ def train_sentiment(
         "calibration_rows": len(held),
         "rows": dict(Counter(r.source + "/" + r.label for r in rows)),
     }
-    per_source = Counter(r.source for r in mixed)
     files = _files(data_dir, sorted(per_source), "train", per_source)
     files += _files(data_dir, TRAIN_TIME_VALIDATION, "validation", Counter())
     if with_feedback is not None:

@@ -290,6 +290,15 @@ def build_mix(data_dir: Path, mix: Sequence[MixPart] = DEFAULT_MIX, seed: int = 
     return dedupe_labeled(out)
 
 
+def split_mix(
+    data_dir: Path, mix: Sequence[MixPart] = DEFAULT_MIX, seed: int = 13
+) -> tuple[list[Labeled], list[Labeled]]:
+    """The rows of ``mix`` as (trained on, held out to fit the temperature): CALIBRATION_SHARE of each
+    (source, label), never trained on."""
+    mixed = build_mix(data_dir, mix, seed)
+    return bitext.stratified_holdout(mixed, CALIBRATION_SHARE, seed, key=lambda r: (r.source, r.label))
+
+
 def dedupe_labeled(rows: Iterable[Labeled]) -> list[Labeled]:
     seen: set[str] = set()
     out = []
