@@ -192,6 +192,10 @@ def run_crossval(
     from training.engine import predict_logits
     from training.intent import fit_intent
 
+    recipe, notes = recipe.for_data(data_dir)
+    for note in notes:
+        print(f"crossval: {note}")
+    outliers = recipe.outliers(data_dir)[0] if fit is None else []
     folds = make_folds(data_dir, held_out)
     labels = sorted(bitext.category_map(x for f in folds for x in f.train + f.test))
     label_id = {label: i for i, label in enumerate(labels)}
@@ -207,7 +211,7 @@ def run_crossval(
         )
         if fit is None:
             model, tokenizer, device, stats = fit_intent(
-                data_dir, fold.train, labels, base_model, recipe, desc=f"fold {fold.held_out}"
+                data_dir, fold.train, labels, base_model, recipe, desc=f"fold {fold.held_out}", outliers=outliers
             )
         else:
             model, tokenizer, device, stats = fit(fold, labels)

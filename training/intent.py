@@ -92,7 +92,7 @@ def outlier_texts(data_dir: Path, rows: int, seed: int, requests: bool = False) 
         data_file(Path(data_dir) / "goemotions" / "train.tsv", None, "outliers"),
         data_file(Path(data_dir) / "sst5" / "train.txt", None, "outliers"),
     ]
-    if requests and (Path(data_dir) / OUTLIER_REQUESTS).is_file():
+    if requests:  # IntentRecipe.for_data has turned them off where the file is missing
         written = read_requests(data_dir)
         texts += written * REQUEST_REPEATS
         files.append(data_file(Path(data_dir) / OUTLIER_REQUESTS, len(written), "outliers"))
@@ -142,6 +142,29 @@ class IntentRecipe:
             "request_repeats": REQUEST_REPEATS if self.outlier_exposure and self.request_outliers else 0,
         }
 
+    def for_data(self, data_dir: Path, own_taxonomy: bool = False) -> tuple[IntentRecipe, list[str]]:
+        """This recipe less what ``data_dir`` cannot give it, and a line per thing left out.
+
+        The one place that decides it, so that ``triage crossval`` and ``triage train`` record the recipe they
+        actually ran (a model trained on every release takes the temperature of the folds of the same recipe).
+        """
+        recipe, notes = self, []
+        if own_taxonomy and recipe.outlier_exposure and not _has_sentences(data_dir, "train"):
+            notes.append(f"no GoEmotions / SST-5 texts in {data_dir}: training without outlier exposure")
+            recipe = replace(recipe, outlier_exposure=False)
+        if own_taxonomy and recipe.request_outliers:  # "reset my router" is another team's inquiry
+            recipe = replace(recipe, request_outliers=False)
+        if recipe.outlier_exposure and recipe.request_outliers and not (Path(data_dir) / OUTLIER_REQUESTS).is_file():
+            notes.append(f"no {OUTLIER_REQUESTS} in {data_dir}: outlier exposure on the sentences alone")
+            recipe = replace(recipe, request_outliers=False)
+        return recipe, notes
+
+    def outliers(self, data_dir: Path) -> tuple[list[str], list[DataFile]]:
+        """The outlier texts this recipe trains with (none without outlier exposure), and their data files."""
+        if not self.outlier_exposure:
+            return [], []
+        return outlier_texts(data_dir, OUTLIER_ROWS, self.config.seed, self.request_outliers)
+
 
 def default_augmentation() -> Augmentation:
     return Augmentation()
@@ -159,13 +182,14 @@ def fit_intent(
     base_model: str,
     recipe: IntentRecipe,
     desc: str = "intent",
+    outliers: list[str] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DeviceChoice, dict[str, Any]]:
-    """Fine-tune ``base_model`` on ``items`` with ``recipe``: (model, tokenizer, device, stats)."""
-    outliers = (
-        outlier_texts(data_dir, OUTLIER_ROWS, recipe.config.seed, recipe.request_outliers)[0]
-        if recipe.outlier_exposure
-        else []
-    )
+    """Fine-tune ``base_model`` on ``items`` with ``recipe``: (model, tokenizer, device, stats).
+
+    ``outliers``: the recipe's outlier texts when the caller has read them already (:meth:`IntentRecipe.outliers`).
+    """
+    if outliers is None:
+        outliers = recipe.outliers(data_dir)[0]
     label_id = {label: i for i, label in enumerate(labels)}
     seed_everything(recipe.config.seed)  # the new classification head is initialised here
     model, tokenizer = load_base(base_model, labels)
@@ -325,15 +349,9 @@ def train_intent(
 ) -> Manifest:
     """Train, calibrate and save an intent artifact; returns its Manifest. ``own`` (from :func:`own_split`)
     trains on a team's own taxonomy instead of the Bitext releases."""
-    recipe = recipe or default_recipe()
-    if own is not None and recipe.outlier_exposure and not _has_sentences(data_dir, "train"):
-        print(f"intent: no GoEmotions / SST-5 texts in {data_dir}: training without outlier exposure")
-        recipe = replace(recipe, outlier_exposure=False)
-    if own is not None and recipe.request_outliers:  # "reset my router" is another team's inquiry
-        recipe = replace(recipe, request_outliers=False)
-    if recipe.outlier_exposure and recipe.request_outliers and not (Path(data_dir) / OUTLIER_REQUESTS).is_file():
-        print(f"intent: no {OUTLIER_REQUESTS} in {data_dir}: outlier exposure on the sentences alone")
-        recipe = replace(recipe, request_outliers=False)
+    recipe, notes = (recipe or default_recipe()).for_data(data_dir, own_taxonomy=own is not None)
+    for note in notes:
+        print(f"intent: {note}")
     config = recipe.config
     if own is not None:
         split, categories = own
@@ -342,11 +360,7 @@ def train_intent(
         categories = bitext.category_map(split.train + split.held_out)
     if with_feedback is not None:
         split = add_corrections(split, with_feedback, categories)
-    outlier_files = (
-        outlier_texts(data_dir, OUTLIER_ROWS, config.seed, recipe.request_outliers)[1]
-        if recipe.outlier_exposure
-        else []
-    )
+    outliers, outlier_files = recipe.outliers(data_dir)
     labels = sorted(categories)
     label_id = {label: i for i, label in enumerate(labels)}
     print(
@@ -356,7 +370,7 @@ def train_intent(
     if recipe.outlier_exposure:
         requests = " and the written requests to other assistants" if recipe.request_outliers else ""
         print(f"intent: outlier exposure on {OUTLIER_ROWS} texts that are not inquiries (GoEmotions, SST-5){requests}")
-    model, tokenizer, device, stats = fit_intent(data_dir, split.train, labels, base_model, recipe)
+    model, tokenizer, device, stats = fit_intent(data_dir, split.train, labels, base_model, recipe, outliers=outliers)
     gold = np.array([label_id[x.intent] for x in split.held_out])
     logits = predict_logits(model, tokenizer, [x.text for x in split.held_out], device, config.max_length)
     temperature, source = fit_temperature(logits, gold), f"fitted on the {split.held_out_role} texts"

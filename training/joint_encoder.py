@@ -218,7 +218,7 @@ def separate_sentiment(base_model: str, data: SentimentData, seed: int) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     from training.crossval import markdown
-    from training.intent import OUTLIER_ROWS, default_recipe, out_of_scope_sets, outlier_texts
+    from training.intent import default_recipe, out_of_scope_sets
     from training.sentiment import SENTIMENT_CLASS_WEIGHTS, SENTIMENT_DEFAULTS
 
     parser = argparse.ArgumentParser(prog="python -m training.joint_encoder", description=__doc__.split("\n\n")[0])
@@ -229,11 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-separate", action="store_true", help="skip the separate sentiment model")
     args = parser.parse_args(argv)
     base_model = args.base_model or default_base_model()
-    recipe = default_recipe()
+    recipe, notes = default_recipe().for_data(args.data_dir)
+    for note in notes:
+        print(f"joint: {note}")
     if recipe.config.lr != SENTIMENT_DEFAULTS.lr or recipe.config.batch_size != SENTIMENT_DEFAULTS.batch_size:
         print("joint: the intent and sentiment recipes differ in rate or batch: the joint run uses the intent's")
     data = sentiment_data(args.data_dir, recipe.config.seed)
-    outliers = outlier_texts(args.data_dir, OUTLIER_ROWS, recipe.config.seed, recipe.request_outliers)[0]
+    outliers = recipe.outliers(args.data_dir)[0]
     sentiment_scores: dict[str, Any] = {}
 
     def fit(fold: Fold, labels: list[str]) -> tuple[Any, Any, Any, dict[str, Any]]:
