@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model.errors import ArtifactError
+from model.text import TextStep
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -102,6 +103,8 @@ class Manifest(BaseModel):
     #: logits are divided by this before the softmax (temperature scaling, fitted on held-out data never trained on)
     temperature: float = Field(default=1.0, gt=0)
     max_length: int = Field(default=128, gt=0)
+    #: what each text goes through before the tokenizer, in training and in service (:mod:`model.text`)
+    text_steps: list[TextStep] = Field(default_factory=list)
     data: list[DataFile] = Field(default_factory=list)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

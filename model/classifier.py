@@ -19,6 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from model.artifacts import Manifest, read_manifest
 from model.errors import ArtifactError, InferenceError
+from model.text import prepare
 
 if TYPE_CHECKING:
     from model.onnx import OnnxNetwork
@@ -144,6 +145,7 @@ class TextClassifier:
         self.device = device
         self.labels: list[str] = list(manifest.labels)
         self.max_length = min(manifest.max_length, _tokenizer_limit(tokenizer))
+        self.text_steps = list(manifest.text_steps)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._input_names = set(getattr(tokenizer, "model_input_names", ("input_ids", "attention_mask")))
         self.backend = "torch"  # or "onnx-int8"
@@ -222,13 +224,31 @@ class TextClassifier:
         return torch.autocast(self.device.device.type, dtype=self.device.autocast_dtype)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text (special tokens added, truncated to ``max_length``), unpadded.
+        """Token ids of each text after the artifact's text steps (special tokens added, truncated to
+        ``max_length``), unpadded.
 
         One call of the fast tokenizer for the whole batch; padding happens per sub-batch in
         :meth:`logits_from_ids`, after sorting by token count.
         """
+        return self._tokenize(prepare(texts, self.text_steps))
+
+    def encode_like(self, texts: Sequence[str], other: TextClassifier, other_ids: list[list[int]]) -> list[list[int]]:
+        """:meth:`encode` of ``texts``, given ``other``'s ids for them from the same tokenizer (equal
+        :attr:`tokenizer_signature`): only texts the two classifiers' text steps leave different are tokenized
+        again; ``other_ids`` itself comes back when there are none."""
+        mine = prepare(texts, self.text_steps)
+        theirs = mine if other.text_steps == self.text_steps else prepare(texts, other.text_steps)
+        changed = [i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
+        if not changed:
+            return other_ids
+        out = list(other_ids)
+        for i, ids in zip(changed, self._tokenize([mine[i] for i in changed])):
+            out[i] = ids
+        return out
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
         ids: list[list[int]] = self.tokenizer(
-            list(texts),
+            texts,
             truncation=True,
             max_length=self.max_length,
             return_attention_mask=False,
@@ -238,10 +258,11 @@ class TextClassifier:
 
     @cached_property
     def tokenizer_signature(self) -> str | None:
-        """A hash of everything that decides the token ids this classifier feeds its network.
+        """A hash of everything that decides the token ids this classifier's tokenizer gives a text.
 
         Two classifiers with the same signature turn every text into the same ids, so one tokenization
-        can serve both (see :meth:`TriageModel.predict`). ``None`` when it cannot be established.
+        can serve both (see :meth:`TriageModel.predict`; :meth:`encode_like` where their text steps differ).
+        ``None`` when it cannot be established.
         """
         return _tokenizer_signature(self.tokenizer, self.max_length)
 

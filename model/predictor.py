@@ -144,7 +144,10 @@ class TriageModel:
 
     def _probabilities(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         intent_ids = self.intent.encode(texts)
-        sentiment_ids = intent_ids if self.shared_tokenizer else self.sentiment.encode(texts)
+        if self.shared_tokenizer:  # the ids of the intent's tokenization, where the text steps leave a text alike
+            sentiment_ids = self.sentiment.encode_like(texts, self.intent, intent_ids)
+        else:
+            sentiment_ids = self.sentiment.encode(texts)
         intent_out = np.empty((len(texts), len(self.intent.labels)), dtype=np.float32)
         sentiment_out = np.empty((len(texts), len(self.sentiment.labels)), dtype=np.float32)
         intent_plan = self.intent.passes(intent_ids, self.batch_size)

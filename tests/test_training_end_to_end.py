@@ -314,6 +314,7 @@ def sentiment_data(tiny_data) -> Path:
 def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentiment_data, tmp_path, monkeypatch):
     from model import TextClassifier
     from model.artifacts import read_manifest
+    from model.text import prepare
     from training import sentiment
     from training import sentiment_data as sd
     from training.data import stratified_holdout
@@ -355,7 +356,10 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
     assert training["calibration_rows"] == manifest.metrics[sd.CALIBRATION_SET]["n"] > 0
     assert sum(training["rows"].values()) + training["calibration_rows"] == len(mixed)
     kept, held = stratified_holdout(mixed, sd.CALIBRATION_SHARE, 1, key=lambda r: (r.source, r.label))
-    assert trained_on == [r.text for r in kept] and not set(trained_on) & {r.text for r in held}
+    # ...on the text its steps give, as the service will read it: emoji as their names
+    assert manifest.text_steps == ["emoji_words"]
+    assert trained_on == prepare([r.text for r in kept], ["emoji_words"])
+    assert not set(trained_on) & set(prepare([r.text for r in held], ["emoji_words"]))
     for source in ("cs-holdout", "tweeteval-val-holdout", "bitext-4k5", "goemotions-test", "probe"):
         assert manifest.metrics[source]["n"] > 0
     assert {d.role for d in manifest.data} == {"train", "validation"}

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.artifacts import SENTIMENT_LABELS, DataFile, Manifest
+from model.text import EMOJI_WORDS, TextStep, prepare
 from training import feedback
 from training import sentiment_data as sd
 from training.artifact import DataRole, data_file, save_artifact
@@ -32,6 +33,8 @@ TRAIN_TIME_VALIDATION = ("cs-holdout", "tweeteval-val-holdout", "bitext-4k5", "g
 LABELS = list(SENTIMENT_LABELS)
 #: loss weight per label (negative, neutral, positive); 2x negative chosen on TweetEval val / GoEmotions test
 SENTIMENT_CLASS_WEIGHTS = (2.0, 1.0, 1.0)
+#: emoji become their names: an unknown token made "where is my order 😡" less negative (model/text.py)
+SENTIMENT_TEXT_STEPS: tuple[TextStep, ...] = (EMOJI_WORDS,)
 
 
 def _files(data_dir: Path, sources: Iterable[str], role: DataRole, rows: Counter[str]) -> list[DataFile]:
@@ -47,6 +50,13 @@ def _probe_texts(data_dir: Path, seed: int, count: int = 1000) -> list[str]:
     """What the int8 export is checked on: a seeded sample of TweetEval val (short, informal, all three classes)."""
     texts = [r.text for r in sd.load_tweeteval(data_dir, "val")]
     return random.Random(seed).sample(texts, min(count, len(texts)))
+
+
+def prepared(rows: Sequence[sd.Labeled], steps: Sequence[TextStep]) -> list[sd.Labeled]:
+    """``rows`` with their texts after the model's text steps: what the model is trained and scored on."""
+    if not steps:
+        return list(rows)
+    return [sd.Labeled(text, r.label, r.source) for r, text in zip(rows, prepare([r.text for r in rows], steps))]
 
 
 def score_sources(
@@ -72,6 +82,7 @@ def train_sentiment(
     mix: Sequence[sd.MixPart] = sd.DEFAULT_MIX,
     class_weights: Sequence[float] = SENTIMENT_CLASS_WEIGHTS,
     with_feedback: Path | None = None,
+    text_steps: Sequence[TextStep] = SENTIMENT_TEXT_STEPS,
 ) -> Manifest:
     """Train on ``mix`` less a 10% holdout, fit the temperature on that holdout, score every validation source, save.
 
@@ -85,6 +96,7 @@ def train_sentiment(
         corrections = [sd.Labeled(t, label, "feedback") for t, label in feedback.sentiment_corrections(with_feedback)]
         print(f"sentiment: {len(corrections)} corrections from {Path(with_feedback).name} added to training")
         rows = [*rows, *corrections]
+    rows, held = prepared(rows, text_steps), prepared(held, text_steps)
     seed_everything(config.seed)  # the new classification head is initialised here
     model, tokenizer = load_base(base_model, LABELS)
     device = pick_device()
@@ -102,7 +114,7 @@ def train_sentiment(
         class_weights=list(class_weights),
         desc="sentiment",
     )
-    sources = {name: sd.VALIDATION_SOURCES[name][0](data_dir) for name in TRAIN_TIME_VALIDATION}
+    sources = {name: prepared(sd.VALIDATION_SOURCES[name][0](data_dir), text_steps) for name in TRAIN_TIME_VALIDATION}
     scored = score_sources(model, tokenizer, device, {sd.CALIBRATION_SET: held} | sources, config.max_length)
     temperature = fit_temperature(*scored[sd.CALIBRATION_SET])
     metrics = {
@@ -131,11 +143,12 @@ def train_sentiment(
             "labels": LABELS,
             "temperature": temperature,
             "max_length": config.max_length,
+            "text_steps": list(text_steps),
             "data": files,
             "hyperparameters": hparams,
             "metrics": metrics,
         },
-        probe_texts=_probe_texts(data_dir, config.seed),
+        probe_texts=prepare(_probe_texts(data_dir, config.seed), text_steps),
         checks=[AccuracyCheck(name, [r.text for r in labeled], scored[name][1]) for name, labeled in sources.items()],
     )
     for name in (sd.CALIBRATION_SET, *TRAIN_TIME_VALIDATION):
