@@ -122,3 +122,17 @@ def test_stratified_holdout_is_disjoint_seeded_and_per_group():
     assert len(kept) + len(held) == len(rows)
     assert Counter(key(r) for r in held) == {("a", "negative"): 5, ("a", "neutral"): 3, ("b", "positive"): 1}
     assert held != stratified_holdout(rows, 0.1, seed=4, key=key)[1]
+
+
+def test_the_emoji_holdout_adds_one_emoji_that_fits_each_label():
+    from tests.paths import DATA_DIR
+    from training import sentiment_data as sd
+
+    rows = sd.load_holdout(DATA_DIR)
+    emoji_rows = sd.VALIDATION_SOURCES["cs-holdout-emoji"][0](DATA_DIR)
+    assert emoji_rows == sd.with_fitting_emoji(rows)  # seeded: the same set every time
+    assert [r.label for r in emoji_rows] == [r.label for r in rows]
+    for row, plain in zip(emoji_rows, rows):
+        head, _, added = row.text.rpartition(" ")
+        assert head == plain.text and added in sd.FITTING_EMOJI[row.label]
+    assert len({r.text.rpartition(" ")[2] for r in emoji_rows}) > 10

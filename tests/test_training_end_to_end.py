@@ -360,7 +360,7 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
     assert manifest.text_steps == ["emoji_words"]
     assert trained_on == prepare([r.text for r in kept], ["emoji_words"])
     assert not set(trained_on) & set(prepare([r.text for r in held], ["emoji_words"]))
-    for source in ("cs-holdout", "tweeteval-val-holdout", "bitext-4k5", "goemotions-test", "probe"):
+    for source in ("cs-holdout", "cs-holdout-emoji", "tweeteval-val-holdout", "bitext-4k5", "goemotions-test", "probe"):
         assert manifest.metrics[source]["n"] > 0
     assert {d.role for d in manifest.data} == {"train", "validation"}
     assert TextClassifier.load(out).predict_proba(["my parcel never arrived"]).shape == (1, 3)
@@ -370,6 +370,7 @@ def test_sentiment_training_calibrates_on_a_holdout_of_its_mix(tiny_base, sentim
         assert check["n"] == manifest.metrics[source]["n"]
     assert set(manifest.onnx.accuracy_checks) == {
         "cs-holdout",
+        "cs-holdout-emoji",
         "tweeteval-val-holdout",
         "bitext-4k5",
         "goemotions-test",

@@ -26,7 +26,15 @@ if TYPE_CHECKING:
     from training.data import Inquiry
 
 CROSS_RELEASE = {"8k": "4k5", "4k5": "8k"}  # trained on -> validated on
-SENTIMENT_SOURCES = ("cs-holdout", "tweeteval-val-holdout", "tweeteval-test", "bitext-4k5", "goemotions-test", "probe")
+SENTIMENT_SOURCES = (
+    "cs-holdout",
+    "cs-holdout-emoji",
+    "tweeteval-val-holdout",
+    "tweeteval-test",
+    "bitext-4k5",
+    "goemotions-test",
+    "probe",
+)
 
 
 def write_csv(path: Path, rows: Iterable[tuple[str, str]]) -> Path:

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 
 SENTIMENT_DEFAULTS = TrainConfig(epochs=2.0, lr=1e-4, batch_size=32, max_length=64, seed=13)
 #: validation sources scored at the end of training (tweeteval-test is in reports/results.md)
-TRAIN_TIME_VALIDATION = ("cs-holdout", "tweeteval-val-holdout", "bitext-4k5", "goemotions-test", "probe")
+TRAIN_TIME_VALIDATION = (
+    "cs-holdout",
+    "cs-holdout-emoji",
+    "tweeteval-val-holdout",
+    "bitext-4k5",
+    "goemotions-test",
+    "probe",
+)
 LABELS = list(SENTIMENT_LABELS)
 #: loss weight per label (negative, neutral, positive); 2x negative chosen on TweetEval val / GoEmotions test
 SENTIMENT_CLASS_WEIGHTS = (2.0, 1.0, 1.0)

@@ -154,6 +154,21 @@ def load_holdout(data_dir: Path) -> list[Labeled]:
     return _labeled_csv(Path(data_dir) / "probe" / "customer_service_holdout.csv", "cs-holdout")
 
 
+#: emoji customers end a message with, by the sentiment the message already has (``cs-holdout-emoji``)
+FITTING_EMOJI = {
+    NEGATIVE: ("😡", "😠", "😤", "🙄", "😞", "😢", "😭", "👎"),
+    NEUTRAL: ("🙂", "🤔", "📦", "⏳"),
+    POSITIVE: ("😊", "👍", "🙏", "❤️", "😍", "🎉", "👏", "🥰"),
+}
+
+
+def with_fitting_emoji(rows: Sequence[Labeled], seed: int = 0) -> list[Labeled]:
+    """Each row with one emoji that fits its label appended (seeded): does an emoji help the model, or
+    throw it off? A model that reads emoji as unknown tokens let "where is my order 😡" pass as neutral."""
+    rng = random.Random(seed)
+    return [Labeled(f"{r.text} {rng.choice(FITTING_EMOJI[r.label])}", r.label, f"{r.source}-emoji") for r in rows]
+
+
 def _fingerprint(text: str) -> tuple[str, frozenset[str], str]:
     """(text without case or punctuation, its words, text without case) for :func:`near_duplicate`."""
     plain = " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
@@ -268,6 +283,11 @@ VALIDATION_SOURCES: dict[str, tuple[Callable[[Path], list[Labeled]], list[str]]]
     "goemotions-test": (lambda d: load_goemotions(d, "test"), ["goemotions/test.tsv"]),
     "probe": (load_probe, ["probe/customer_service_probe.csv"]),
     "cs-holdout": (load_holdout, ["probe/customer_service_holdout.csv"]),
+    # the same messages, each ending in an emoji that fits its label (with_fitting_emoji)
+    "cs-holdout-emoji": (
+        lambda d: with_fitting_emoji(load_holdout(d)),
+        ["probe/customer_service_holdout.csv"],
+    ),
 }
 
 #: share of each (source, label) part of the mix held out to fit the temperature, never trained on
