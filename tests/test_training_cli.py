@@ -114,3 +114,15 @@ def test_training_writes_under_triage_home_not_the_package(monkeypatch, tmp_path
         (["evaluate", "sentiment", "--data", "x.csv"], "model", tmp_path / "artifacts" / "sentiment"),
     ):
         assert getattr(build_parser().parse_args(command), attribute) == expected
+
+
+def test_sentiment_training_reads_emoji_as_words_unless_told_not_to(monkeypatch, tmp_path):
+    from training import sentiment
+    from triage.training_commands import run_train
+
+    calls = []
+    monkeypatch.setattr(sentiment, "train_sentiment", lambda *a, **kw: calls.append(kw["text_steps"]))
+    base = ["--base-model", str(tmp_path), "--data-dir", str(tmp_path)]
+    for flag in ([], ["--no-emoji-words"]):
+        assert run_train(build_parser().parse_args(["train", "sentiment", *base, *flag])) == 0
+    assert calls == [("emoji_words",), ()]

@@ -200,6 +200,13 @@ def _add_train_parser(sub: SubParsers) -> None:
                 metavar="NEG,NEU,POS",
                 help="loss weights of negative,neutral,positive (default: the recipe's)",
             )
+            p.add_argument(
+                "--emoji-words",
+                default=True,
+                action=argparse.BooleanOptionalAction,
+                help="read emoji as their names ('😡' -> 'enraged face'), in training and in service (the "
+                "manifest's text_steps); turn off for a base model whose tokenizer knows emoji",
+            )
     _add_replies_parser(tasks)
 
 
@@ -424,11 +431,17 @@ def run_train(args: argparse.Namespace) -> int:
                 args.data_dir, args.output, base, recipe, args.train_on, args.slot_augment, own, args.with_feedback
             )
         else:
-            from training.sentiment import SENTIMENT_CLASS_WEIGHTS, train_sentiment
+            from training.sentiment import SENTIMENT_CLASS_WEIGHTS, SENTIMENT_TEXT_STEPS, train_sentiment
 
             weights = parse_weights(args.class_weights) if args.class_weights else SENTIMENT_CLASS_WEIGHTS
             train_sentiment(
-                args.data_dir, args.output, base, config, class_weights=weights, with_feedback=args.with_feedback
+                args.data_dir,
+                args.output,
+                base,
+                config,
+                class_weights=weights,
+                with_feedback=args.with_feedback,
+                text_steps=SENTIMENT_TEXT_STEPS if args.emoji_words else (),
             )
     except TrainingError as exc:
         print(f"triage train: error: {exc}", file=sys.stderr)
