@@ -360,12 +360,24 @@ def test_export_that_holds_accuracy_but_moves_macro_f1_is_not_kept(exported, tmp
     from training.onnx_export import AccuracyCheck
 
     shutil.copytree(exported / "intent", tmp_path / "intent")
-    texts = (TEXTS * 32)[:256]  # large enough for the 0.4-point rule
+    texts = (TEXTS * 64)[:500]  # large enough for the macro-F1 rule: 0.4 points is two texts
     gold = _gold_of_the_original(tmp_path / "intent", texts)
     _int8_accuracy_moved_by(monkeypatch, 0.0, times=1, f1_points=1.0)
     export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("many", texts, gold)])
     assert export.float_matmuls == ("0.down",)
     assert "macro-F1 on many moved by -1.00 points" in export.refused[0]
+
+
+def test_one_text_may_move_macro_f1_of_a_small_set_by_more_than_the_limit(exported, tmp_path, monkeypatch):
+    """Below 500 texts accuracy allows one text, and one text of 295 moves macro-F1 by about 0.43 points."""
+    from training.onnx_export import AccuracyCheck
+
+    shutil.copytree(exported / "intent", tmp_path / "intent")
+    texts = (TEXTS * 64)[:295]
+    gold = _gold_of_the_original(tmp_path / "intent", texts)
+    _int8_accuracy_moved_by(monkeypatch, 100 / 295, f1_points=0.43)
+    export = export_onnx(tmp_path / "intent", TEXTS, [AccuracyCheck("small", texts, gold)])
+    assert export.float_matmuls == () and export.refused == ()
 
 
 def test_macro_f1_is_the_one_triage_evaluate_reports():
