@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
     from model.classifier import DeviceChoice
 
-SENTIMENT_DEFAULTS = TrainConfig(epochs=2.0, lr=1e-4, batch_size=32, max_length=64, seed=13)
+#: seed 14: with emoji as words, seed 13's model was refused by the int8 export check (its int8 moved TweetEval val
+#: holdout accuracy by 3-8 texts) and would have served on torch; chosen by that check alone, no score
+SENTIMENT_DEFAULTS = TrainConfig(epochs=2.0, lr=1e-4, batch_size=32, max_length=64, seed=14)
 #: validation sources scored at the end of training (tweeteval-test is in reports/results.md)
 TRAIN_TIME_VALIDATION = (
     "cs-holdout",
