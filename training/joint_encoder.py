@@ -21,7 +21,7 @@ import json
 import random
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -196,7 +196,8 @@ def score_sentiment(
 
 
 def separate_sentiment(base_model: str, data: SentimentData, seed: int) -> dict[str, Any]:
-    """The two-model way, for the same comparison: the sentiment recipe alone on the same rows."""
+    """The two-model way, for the same comparison: the sentiment recipe alone on the same rows, with the joint
+    run's seed (the sentiment recipe's own seed would shuffle the rows in another order)."""
     from training.engine import train
     from training.sentiment import SENTIMENT_CLASS_WEIGHTS, SENTIMENT_DEFAULTS
 
@@ -208,7 +209,7 @@ def separate_sentiment(base_model: str, data: SentimentData, seed: int) -> dict[
         tokenizer,
         [r.text for r in data.train],
         [SENTIMENT.index(r.label) for r in data.train],
-        SENTIMENT_DEFAULTS,
+        replace(SENTIMENT_DEFAULTS, seed=seed),
         device,
         class_weights=list(SENTIMENT_CLASS_WEIGHTS),
         desc="separate sentiment",
